@@ -1,0 +1,73 @@
+# Zhiku — make run | make test | make lint | make bench
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils libmagic1 \
+	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui redis-server redis-tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BENCH_DOCS ?= ../shared/eval/docs
+
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install system-deps services redis postgres run test test-unit lint bench clean
+
+install: $(STAMP)
+
+# Python packages into .venv: torch first (the local CPU wheel), then the project.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 1; }
+	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@# unstructured's image extra drags in PyPI torchvision, a CUDA build that breaks
+	@# transformers; only the hub-bound hi_res layout strategy would use it.
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+# Debian packages: OCR, PDF rendering, LibreOffice for legacy DOC/PPT/XLS, Redis.
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+redis: system-deps
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+	  echo "starting redis-server on 127.0.0.1:6379"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	    --dir /tmp --logfile /tmp/zhiku-redis.log; sleep 1; }
+
+# The test suite runs the database tests on PostgreSQL too.
+postgres:
+	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || { \
+	  dpkg -s postgresql >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }; \
+	  $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; sleep 2; }
+
+services: redis
+
+run: install services
+	@bash scripts/run.sh
+
+test: install services postgres
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install services
+	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Query, Request
+from sqlmodel import Session
+
+from api import admission
+from api.deps import SessionDep, SettingsDep, UserDep, client_ip, library_for
+from api.multipart import UploadReader
+from api.schemas import ChunkOut, DocumentList, DocumentOut, UploadReport
+from core.errors import NotFound, ZhikuError
+from core.models import DocStatus, Document, Permission, User
+from core.repo import audit, documents
+from core.repo import chunks as chunk_repo
+from core.tasks import enqueue_ingest, enqueue_sync_index
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["documents"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or more files, or .zip archives of folders; "
+                            "a file name may carry a relative folder path (a/b/c.pdf)",
+                        }
+                    },
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+
+
+def _out(doc: Document) -> DocumentOut:
+    return DocumentOut.model_validate(doc, from_attributes=True)
+
+
+def _document_for(
+    session: Session, user: User, document_id: int, need: Permission = Permission.read
+) -> Document:
+    doc = documents.get(session, document_id)
+    if doc is None or doc.status == DocStatus.deleted:
+        raise NotFound(f"document {document_id} not found")
+    try:
+        library_for(session, user, doc.library_id, need)
+    except NotFound:
+        raise NotFound(f"document {document_id} not found") from None
+    return doc
+
+
+def _enqueue(pairs: list[tuple[int, int]], settings: SettingsDep) -> None:
+    """Best effort: if the broker is away the documents stay queued in the database and the
+    workers' reconciler enqueues them again."""
+    for doc_id, version in pairs:
+        try:
+            enqueue_ingest(doc_id, version, settings)
+        except Exception:
+            log.warning("could not enqueue document %s; the reconciler will", doc_id, exc_info=True)
+            return
+
+
+@router.post(
+    "/libraries/{library_id}/documents",
+    response_model=UploadReport,
+    status_code=202,
+    openapi_extra=UPLOAD_BODY,
+)
+async def upload(
+    library_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+) -> UploadReport:
+    library_for(session, user, library_id, Permission.write)
+    reader = UploadReader(settings.tmp_dir, settings.max_upload_bytes)
+    received = await reader.read(request)
+    try:
+        files = [f for f in received if f.field == "files"]
+        if not files:
+            raise ZhikuError(
+                "no files received: send them in the multipart field 'files'",
+                code="no_files",
+                status=422,
+            )
+        report, queued = admission.admit(session, settings, library_id, files, user.id)
+        audit.record(
+            session,
+            "document.upload",
+            actor_user_id=user.id,
+            target_type="library",
+            target_id=library_id,
+            client_ip=client_ip(request),
+            queued=report.queued,
+            duplicates=report.duplicates,
+            rejected=report.rejected,
+        )
+        session.commit()  # rows and originals are durable before we answer 202
+    finally:
+        reader.cleanup()
+    if len(files) == 1 and report.rejected == 1 and len(report.items) == 1:
+        item = report.items[0]
+        raise ZhikuError(item.reason or "file rejected", code="rejected", status=422)
+    _enqueue(queued, settings)
+    return report
+
+
+@router.get("/libraries/{library_id}/documents", response_model=DocumentList)
+def list_documents(
+    library_id: int,
+    session: SessionDep,
+    user: UserDep,
+    status: DocStatus | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+) -> DocumentList:
+    library_for(session, user, library_id)
+    rows, total = documents.list_for_library(
+        session, library_id, status=status.value if status else None, offset=offset, limit=limit
+    )
+    return DocumentList(items=[_out(d) for d in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/documents/{document_id}", response_model=DocumentOut)
+def get_document(document_id: int, session: SessionDep, user: UserDep) -> DocumentOut:
+    return _out(_document_for(session, user, document_id))
+
+
+@router.get("/documents/{document_id}/chunks", response_model=list[ChunkOut])
+def document_chunks(document_id: int, session: SessionDep, user: UserDep) -> list[ChunkOut]:
+    doc = _document_for(session, user, document_id)
+    assert doc.id is not None
+    return [
+        ChunkOut.model_validate(c, from_attributes=True)
+        for c in chunk_repo.for_document(session, doc.id)
+    ]
+
+
+@router.delete("/documents/{document_id}", status_code=204)
+def delete_document(
+    document_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+) -> None:
+    doc = _document_for(session, user, document_id, Permission.write)
+    documents.mark_deleted(session, doc)
+    audit.record(
+        session,
+        "document.delete",
+        actor_user_id=user.id,
+        target_type="document",
+        target_id=document_id,
+        client_ip=client_ip(request),
+        filename=doc.filename,
+    )
+    session.commit()
+    try:
+        enqueue_sync_index(doc.library_id, settings)
+    except Exception:
+        log.warning("could not enqueue index sync for library %s", doc.library_id, exc_info=True)
+
+
+@router.post("/documents/{document_id}/reingest", response_model=DocumentOut, status_code=202)
+def reingest(
+    document_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+) -> DocumentOut:
+    doc = _document_for(session, user, document_id, Permission.write)
+    documents.requeue(session, doc)
+    audit.record(
+        session,
+        "document.reingest",
+        actor_user_id=user.id,
+        target_type="document",
+        target_id=document_id,
+        client_ip=client_ip(request),
+    )
+    session.commit()
+    assert doc.id is not None
+    _enqueue([(doc.id, doc.version)], settings)
+    return _out(doc)

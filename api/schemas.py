@@ -1,0 +1,119 @@
+"""Request and response bodies of /api/v1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class LoginIn(BaseModel):
+    username: str
+    password: str
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=1, max_length=150)
+    password: str
+    is_admin: bool = False
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+
+
+class LibraryIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+
+
+class LibraryOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    permission: str
+    documents: dict[str, int] = Field(default_factory=dict, description="count by status")
+
+
+class GrantIn(BaseModel):
+    user_id: int | None = None
+    group_id: int | None = None
+    permission: Literal["read", "write", "manage"]
+
+    @model_validator(mode="after")
+    def _one_principal(self) -> GrantIn:
+        if (self.user_id is None) == (self.group_id is None):
+            raise ValueError("give exactly one of user_id or group_id")
+        return self
+
+
+class GrantOut(BaseModel):
+    id: int
+    library_id: int
+    user_id: int | None
+    group_id: int | None
+    permission: str
+    created_at: datetime
+
+
+class DocumentOut(BaseModel):
+    id: int
+    library_id: int
+    filename: str
+    folder: str
+    sha256: str
+    media_type: str
+    kind: str
+    size: int
+    status: str
+    progress: float
+    reason: str | None
+    version: int
+    page_count: int | None
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentList(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class UploadItem(BaseModel):
+    file: str = Field(description="path of the file inside the upload (folder/name)")
+    document_id: int | None = None
+    status: Literal["queued", "duplicate", "rejected"]
+    reason: str | None = None
+
+
+class UploadReport(BaseModel):
+    queued: int
+    duplicates: int
+    rejected: int
+    items: list[UploadItem]
+
+
+class ChunkOut(BaseModel):
+    id: int
+    ordinal: int
+    text: str
+    token_count: int
+    kind: str
+    heading_path: list[str]
+    page_start: int | None
+    page_end: int | None

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+from cli.ingest_cmd import ingest_paths
+from core import db
+from core.repo import chunks as chunk_repo
+from core.settings import Settings, get_settings
+from workers.pipeline import ingestion_embedder
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("ingest")
+def bench_ingest(
+    docs: Path = typer.Option(..., "--docs", help="Folder of documents to ingest"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Pipeline throughput against the raw embedder on the same chunks, in one run.
+
+    Ingests DIR inline into a scratch data dir (SQLite), then embeds the resulting chunk texts
+    again with the bare embedder.
+    """
+    base = get_settings()
+    with tempfile.TemporaryDirectory(prefix="zhiku-bench-") as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            database_url=f"sqlite:///{tmp}/bench.db",
+            embedder=base.embedder,
+            embed_batch_size=base.embed_batch_size,
+            embed_threads=base.embed_threads,
+            chunk_max_tokens=base.chunk_max_tokens,
+            chunk_overlap_tokens=base.chunk_overlap_tokens,
+        )
+        db.migrate(settings)
+        embedder = ingestion_embedder(settings)
+        embedder.embed(["warm up 预热"])  # load weights outside the timed part
+        started = time.perf_counter()
+        summary = ingest_paths(settings, [docs], "bench", True, True, as_json, 0)
+        pipeline_s = time.perf_counter() - started
+        with db.session_scope(settings) as session:
+            texts = [
+                c.text
+                for d in _ready_docs(settings, int(str(summary["library_id"])))
+                for c in chunk_repo.for_document(session, d)
+            ]
+        started = time.perf_counter()
+        embedder.embed(texts, batch_size=settings.embed_batch_size)
+        embed_s = time.perf_counter() - started
+        db.dispose_engines()
+    n_docs = int(str(summary["ready"]))
+    n_chunks = len(texts)
+    pipeline_cps = n_chunks / pipeline_s if pipeline_s else 0.0
+    embed_cps = n_chunks / embed_s if embed_s else 0.0
+    result = {
+        "documents": n_docs,
+        "failed": summary["failed"],
+        "chunks": n_chunks,
+        "seconds": round(pipeline_s, 3),
+        "docs_per_s": round(n_docs / pipeline_s, 3) if pipeline_s else 0.0,
+        "pipeline_chunks_per_s": round(pipeline_cps, 2),
+        "embedder_chunks_per_s": round(embed_cps, 2),
+        "ratio": round(pipeline_cps / embed_cps, 3) if embed_cps else 0.0,
+        "embedder": embedder.name,
+        "cpus": os.cpu_count(),
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:>24}: {value}")
+
+
+def _ready_docs(settings: Settings, library_id: int) -> list[int]:
+    from core.models import DocStatus
+    from core.repo import documents
+
+    with db.session_scope(settings) as session:
+        rows, _ = documents.list_for_library(
+            session, library_id, status=DocStatus.ready, limit=1_000_000
+        )
+    return [d.id for d in rows if d.id is not None]

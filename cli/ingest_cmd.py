@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from api import admission
+from api.multipart import ReceivedFile
+from core import db
+from core.models import DocStatus
+from core.repo import libraries
+from core.settings import Settings, get_settings
+from core.storage import hash_stream
+from core.tasks import enqueue_ingest
+from workers.batch import run_inline
+from workers.pipeline import wait_for
+
+
+def collect(paths: list[Path]) -> list[ReceivedFile]:
+    """Files to upload; a folder contributes every file below it with its relative path."""
+    out: list[ReceivedFile] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+            for f in files:
+                out.append(_received(f, f"{path.name}/{f.relative_to(path).as_posix()}"))
+        elif path.is_file():
+            out.append(_received(path, path.name))
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+    return out
+
+
+def _received(path: Path, name: str) -> ReceivedFile:
+    with path.open("rb") as f:
+        sha, size = hash_stream(f)
+    return ReceivedFile(field="files", filename=name, path=path, size=size, sha256=sha)
+
+
+def _progress(json_out: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=json_out,
+        transient=False,
+    )
+
+
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files, folders or .zip archives"),
+    library: str = typer.Option(..., "--library", "-l", help="Library name"),
+    create: bool = typer.Option(False, "--create", help="Create the library if it is missing"),
+    inline: bool = typer.Option(False, "--inline", help="Run the pipeline here, no broker"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary"),
+    timeout: float = typer.Option(3600, help="Seconds to wait for the workers"),
+) -> None:
+    settings = get_settings()
+    db.migrate(settings)
+    started = time.perf_counter()
+    summary = ingest_paths(settings, paths, library, create, inline, as_json, timeout)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        typer.echo(
+            f"ready {summary['ready']}, failed {summary['failed']}, duplicates "
+            f"{summary['duplicates']}, chunks {summary['chunks']} in {summary['seconds']} s"
+        )
+        for f in summary["failures"]:
+            typer.echo(f"  failed: {f['file']}: {f['reason']}")
+    if summary["failed"]:
+        raise typer.Exit(2)
+
+
+def ingest_paths(
+    settings: Settings,
+    paths: list[Path],
+    library: str,
+    create: bool,
+    inline: bool,
+    quiet: bool,
+    timeout: float,
+) -> dict[str, object]:
+    files = collect(paths)
+    with db.session_scope(settings) as session:
+        lib = libraries.get_by_name(session, library)
+        if lib is None:
+            if not create:
+                raise typer.BadParameter(f"no library named {library!r}; add --create")
+            lib = libraries.create(session, library, "", None)
+        assert lib.id is not None
+        library_id = lib.id
+        report, queued = admission.admit(session, settings, library_id, files, None)
+    failures = [
+        {"file": i.file, "reason": i.reason or ""} for i in report.items if i.status == "rejected"
+    ]
+    names = {i.document_id: i.file for i in report.items if i.document_id is not None}
+    with _progress(quiet) as progress:
+        task = progress.add_task("ingesting", total=len(queued))
+        if inline:
+            run_inline(settings, library_id, queued, on_done=lambda _: progress.advance(task))
+            docs = wait_for(settings, [i for i, _ in queued], timeout_s=0)
+        else:
+            for doc_id, version in queued:
+                enqueue_ingest(doc_id, version, settings)
+            ids = [i for i, _ in queued]
+            deadline = time.monotonic() + timeout
+            while True:
+                docs = wait_for(settings, ids, timeout_s=0)
+                done = sum(d.status in (DocStatus.ready, DocStatus.failed) for d in docs.values())
+                progress.update(task, completed=done)
+                if done == len(ids) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+    ready = [d for d in docs.values() if d.status == DocStatus.ready]
+    failed = [d for d in docs.values() if d.status == DocStatus.failed]
+    unfinished = [d for d in docs.values() if d.status not in (DocStatus.ready, DocStatus.failed)]
+    failures += [{"file": names.get(d.id, d.filename), "reason": d.reason or ""} for d in failed]
+    failures += [
+        {"file": names.get(d.id, d.filename), "reason": f"still {d.status} after {timeout:.0f} s"}
+        for d in unfinished
+    ]
+    return {
+        "library_id": library_id,
+        "ready": len(ready),
+        "failed": len(failures),
+        "duplicates": report.duplicates,
+        "failures": failures,
+        "chunks": sum(d.chunk_count for d in ready),
+    }

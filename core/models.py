@@ -1,0 +1,161 @@
+"""SQLModel tables. Changes here need an Alembic migration in core/migrations/versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Permission(StrEnum):
+    read = "read"
+    write = "write"
+    manage = "manage"
+
+
+PERMISSION_RANK = {Permission.read: 1, Permission.write: 2, Permission.manage: 3}
+
+
+class DocStatus(StrEnum):
+    queued = "queued"
+    parsing = "parsing"
+    embedding = "embedding"
+    indexing = "indexing"
+    ready = "ready"
+    failed = "failed"
+    deleted = "deleted"
+
+
+ACTIVE_STATUSES = (DocStatus.queued, DocStatus.parsing, DocStatus.embedding, DocStatus.indexing)
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True, max_length=150)
+    password_hash: str
+    is_admin: bool = False
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Group(SQLModel, table=True):
+    """A department. `parent_id` nests departments."""
+
+    __tablename__ = "group_"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    parent_id: int | None = Field(default=None, foreign_key="group_.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GroupMember(SQLModel, table=True):
+    group_id: int = Field(foreign_key="group_.id", primary_key=True)
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+
+
+class Library(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    description: str = ""
+    created_by: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LibraryGrant(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("library_id", "user_id", "group_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    library_id: int = Field(foreign_key="library.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
+    group_id: int | None = Field(default=None, foreign_key="group_.id", index=True)
+    permission: str = Field(max_length=16)
+    created_by: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Document(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("library_id", "sha256"),)
+    id: int | None = Field(default=None, primary_key=True)
+    library_id: int = Field(foreign_key="library.id", index=True)
+    sha256: str = Field(max_length=64, index=True)
+    filename: str = Field(max_length=1000)
+    folder: str = Field(default="", max_length=2000, description="Folder path inside an upload")
+    media_type: str = Field(default="", max_length=200)
+    kind: str = Field(default="", max_length=20)
+    size: int = 0
+    status: str = Field(default=DocStatus.queued, max_length=16, index=True)
+    progress: float = 0.0
+    reason: str | None = None
+    version: int = 1
+    attempts: int = 0
+    claim: str | None = Field(default=None, max_length=64)
+    heartbeat_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    page_count: int | None = None
+    chunk_count: int = 0
+    parse_strategy: str = Field(default="", max_length=40)
+    created_by: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Chunk(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    library_id: int = Field(foreign_key="library.id", index=True)
+    doc_version: int
+    ordinal: int
+    text: str
+    token_count: int
+    kind: str = Field(default="text", max_length=16)
+    heading_path: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    page_start: int | None = None
+    page_end: int | None = None
+    spans: list[list[int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    keywords: str = Field(default="", description="BM25 analyzer tokens, space-separated")
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class AuthToken(SQLModel, table=True):
+    """A bearer token (stored as its sha256) for one signed-in user."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKey(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    owner_id: int = Field(foreign_key="user.id", index=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    library_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only record of security-relevant events."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor_user_id: int | None = Field(default=None, index=True)
+    actor_api_key_id: int | None = None
+    action: str = Field(max_length=64, index=True)
+    target_type: str = Field(default="", max_length=32)
+    target_id: str = Field(default="", max_length=64)
+    client_ip: str = Field(default="", max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,1 @@
+"""SQL access functions, one module per resource. Callers pass a Session."""

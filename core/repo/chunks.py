@@ -1,0 +1,135 @@
+"""Chunk rows: what the per-library indexes are built from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from core.models import Chunk, DocStatus, Document, utcnow
+from core.types import ChunkDraft
+
+INDEXABLE = (DocStatus.indexing, DocStatus.ready)
+
+
+def replace_for_document(
+    session: Session,
+    document: Document,
+    drafts: Sequence[ChunkDraft],
+    keywords: Sequence[str],
+    vectors: np.ndarray,
+) -> list[int]:
+    """Store a document's chunks (with analyzer tokens and embeddings) in one transaction."""
+    assert document.id is not None
+    session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
+    rows = [
+        Chunk(
+            document_id=document.id,
+            library_id=document.library_id,
+            doc_version=document.version,
+            ordinal=d.ordinal,
+            text=d.text,
+            token_count=d.token_count,
+            kind=d.kind,
+            heading_path=list(d.heading_path),
+            page_start=d.page_start,
+            page_end=d.page_end,
+            spans=[[s.element, s.start, s.end] for s in d.spans],
+            keywords=kw,
+            embedding=np.asarray(vec, dtype=np.float32).tobytes(),
+        )
+        for d, kw, vec in zip(drafts, keywords, vectors, strict=True)
+    ]
+    session.add_all(rows)
+    session.flush()
+    return [r.id for r in rows if r.id is not None]
+
+
+@dataclass(frozen=True)
+class IndexableChunk:
+    chunk_id: int
+    document_id: int
+    keywords: str
+
+
+def indexable(session: Session, library_id: int) -> list[IndexableChunk]:
+    """Chunks that belong in the library's index: their document is indexing or ready, and
+    they are of the document's current version."""
+    rows = session.exec(
+        select(Chunk.id, Chunk.document_id, Chunk.keywords)
+        .join(Document, col(Document.id) == col(Chunk.document_id))
+        .where(
+            Chunk.library_id == library_id,
+            col(Document.status).in_(INDEXABLE),
+            col(Chunk.doc_version) == col(Document.version),
+        )
+        .order_by(col(Chunk.id))
+    )
+    return [IndexableChunk(int(i), int(d), k) for i, d, k in rows if i is not None]
+
+
+def embeddings(session: Session, chunk_ids: Sequence[int], dim: int) -> np.ndarray:
+    out = np.zeros((len(chunk_ids), dim), dtype=np.float32)
+    pos = {cid: i for i, cid in enumerate(chunk_ids)}
+    for start in range(0, len(chunk_ids), 2000):
+        batch = list(chunk_ids[start : start + 2000])
+        for cid, blob in session.exec(
+            select(Chunk.id, Chunk.embedding).where(col(Chunk.id).in_(batch))
+        ):
+            if blob is not None and cid is not None:
+                out[pos[cid]] = np.frombuffer(blob, dtype=np.float32)
+    return out
+
+
+def documents_awaiting_index(session: Session, library_id: int) -> list[tuple[int, int]]:
+    rows = session.exec(
+        select(Document.id, Document.version).where(
+            Document.library_id == library_id, Document.status == DocStatus.indexing
+        )
+    )
+    return [(int(i), int(v)) for i, v in rows if i is not None]
+
+
+def mark_ready(session: Session, docs: Iterable[tuple[int, int]]) -> int:
+    """Documents whose chunks are now in a published snapshot become ready."""
+    n = 0
+    for doc_id, version in docs:
+        result = session.execute(
+            update(Document)
+            .where(
+                col(Document.id) == doc_id,
+                col(Document.version) == version,
+                col(Document.status) == DocStatus.indexing,
+            )
+            .values(status=DocStatus.ready, progress=1.0, claim=None, updated_at=utcnow())
+        )
+        n += result.rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return n
+
+
+def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
+    """Current chunks by id; ids of deleted or superseded chunks are simply absent."""
+    if not chunk_ids:
+        return {}
+    rows = session.exec(
+        select(Chunk)
+        .join(Document, col(Document.id) == col(Chunk.document_id))
+        .where(
+            col(Chunk.id).in_(list(chunk_ids)),
+            col(Document.status) == DocStatus.ready,
+            col(Chunk.doc_version) == col(Document.version),
+        )
+    )
+    return {c.id: c for c in rows if c.id is not None}
+
+
+def for_document(session: Session, document_id: int) -> list[Chunk]:
+    return list(
+        session.exec(
+            select(Chunk).where(Chunk.document_id == document_id).order_by(col(Chunk.ordinal))
+        )
+    )

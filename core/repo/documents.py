@@ -1,0 +1,256 @@
+"""Documents and their life cycle. Every state change of a document being worked on goes
+through a claim token, so a stalled worker that wakes up late cannot overwrite the work of
+the worker that took over."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, func, select
+
+from core.models import ACTIVE_STATUSES, Chunk, DocStatus, Document, utcnow
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    library_id: int
+    sha256: str
+    filename: str
+    folder: str
+    size: int
+    kind: str
+    media_type: str
+    created_by: int | None
+
+
+@dataclass(frozen=True)
+class Registered:
+    document: Document
+    duplicate: bool  # True: the same content is already in the library, nothing queued
+
+
+def register(session: Session, new: NewDocument) -> Registered:
+    """Create the Document row, or report the existing one with the same content.
+
+    A document that was deleted comes back to life with a new version.
+    """
+    existing = session.exec(
+        select(Document).where(Document.library_id == new.library_id, Document.sha256 == new.sha256)
+    ).first()
+    now = utcnow()
+    if existing is not None and existing.status != DocStatus.deleted:
+        return Registered(existing, duplicate=True)
+    if existing is not None:
+        doc = existing
+        doc.version += 1
+        doc.filename = new.filename
+        doc.folder = new.folder
+        doc.kind = new.kind
+        doc.media_type = new.media_type
+        doc.status = DocStatus.queued
+        doc.progress = 0.0
+        doc.reason = None
+        doc.attempts = 0
+        doc.claim = None
+        doc.chunk_count = 0
+        doc.created_by = new.created_by
+        doc.updated_at = now
+    else:
+        doc = Document(
+            library_id=new.library_id,
+            sha256=new.sha256,
+            filename=new.filename,
+            folder=new.folder,
+            size=new.size,
+            kind=new.kind,
+            media_type=new.media_type,
+            created_by=new.created_by,
+            status=DocStatus.queued,
+        )
+    doc.enqueued_at = now
+    session.add(doc)
+    session.flush()
+    return Registered(doc, duplicate=False)
+
+
+def record_rejected(session: Session, new: NewDocument, reason: str) -> Document:
+    """Keep a row for a file refused at upload (e.g. unsupported), so the batch report lists it."""
+    existing = session.exec(
+        select(Document).where(Document.library_id == new.library_id, Document.sha256 == new.sha256)
+    ).first()
+    if existing is not None and existing.status != DocStatus.deleted:
+        return existing
+    doc = existing or Document(library_id=new.library_id, sha256=new.sha256, filename="")
+    doc.filename = new.filename
+    doc.folder = new.folder
+    doc.size = new.size
+    doc.kind = new.kind
+    doc.media_type = new.media_type
+    doc.created_by = new.created_by
+    doc.status = DocStatus.failed
+    doc.reason = reason
+    doc.updated_at = utcnow()
+    session.add(doc)
+    session.flush()
+    return doc
+
+
+def get(session: Session, document_id: int) -> Document | None:
+    return session.get(Document, document_id)
+
+
+def list_for_library(
+    session: Session,
+    library_id: int,
+    *,
+    status: str | None = None,
+    include_deleted: bool = False,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[Document], int]:
+    cond = [Document.library_id == library_id]
+    if status is not None:
+        cond.append(Document.status == status)
+    elif not include_deleted:
+        cond.append(Document.status != DocStatus.deleted)
+    total = session.exec(select(func.count()).select_from(Document).where(*cond)).one()
+    rows = session.exec(
+        select(Document).where(*cond).order_by(col(Document.id)).offset(offset).limit(limit)
+    )
+    return list(rows), int(total)
+
+
+def claim(session: Session, document_id: int, version: int, token: str, lease_s: int) -> bool:
+    """Take a document for processing. False when it is done, deleted, superseded or held by a
+    live worker (its heartbeat is younger than the lease)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_s)
+    result = session.execute(
+        update(Document)
+        .where(
+            col(Document.id) == document_id,
+            col(Document.version) == version,
+            col(Document.status).in_(ACTIVE_STATUSES),
+            (col(Document.claim).is_(None))
+            | (col(Document.heartbeat_at).is_(None))
+            | (col(Document.heartbeat_at) < stale),
+        )
+        .values(
+            claim=token,
+            heartbeat_at=now,
+            status=DocStatus.parsing,
+            attempts=Document.attempts + 1,
+            updated_at=now,
+        )
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def advance(
+    session: Session,
+    document_id: int,
+    token: str,
+    *,
+    status: DocStatus | None = None,
+    progress: float | None = None,
+    commit: bool = True,
+    **fields: object,
+) -> bool:
+    """Record progress under a claim; False when the claim was lost."""
+    values: dict[str, object] = {"heartbeat_at": utcnow(), "updated_at": utcnow(), **fields}
+    if status is not None:
+        values["status"] = status
+    if progress is not None:
+        values["progress"] = progress
+    result = session.execute(
+        update(Document)
+        .where(col(Document.id) == document_id, col(Document.claim) == token)
+        .values(**values)
+    )
+    if commit:
+        session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail(session: Session, document_id: int, token: str | None, reason: str) -> bool:
+    cond = [col(Document.id) == document_id, col(Document.status).in_(ACTIVE_STATUSES)]
+    if token is not None:
+        cond.append(col(Document.claim) == token)
+    result = session.execute(
+        update(Document)
+        .where(*cond)
+        .values(status=DocStatus.failed, reason=reason[:2000], claim=None, updated_at=utcnow())
+    )
+    session.execute(delete(Chunk).where(col(Chunk.document_id) == document_id))
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_deleted(session: Session, document: Document) -> None:
+    """Delete a document: its chunks go at once (search hydrates from Chunk rows, so nothing of
+    it can be returned any more); the index writer drops its vectors and keywords."""
+    session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
+    document.status = DocStatus.deleted
+    document.version += 1
+    document.claim = None
+    document.chunk_count = 0
+    document.progress = 0.0
+    document.updated_at = utcnow()
+    session.add(document)
+    session.flush()
+
+
+def requeue(session: Session, document: Document) -> None:
+    """Re-ingest: a new version, processed from the stored original."""
+    session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
+    document.version += 1
+    document.status = DocStatus.queued
+    document.progress = 0.0
+    document.reason = None
+    document.attempts = 0
+    document.claim = None
+    document.chunk_count = 0
+    document.enqueued_at = utcnow()
+    document.updated_at = utcnow()
+    session.add(document)
+    session.flush()
+
+
+def stalled(session: Session, lease_s: int, requeue_after_s: int) -> list[tuple[int, int]]:
+    """(id, version) of documents whose work was lost: a claim whose heartbeat stopped, or a
+    queued document nobody started within `requeue_after_s` (its message may be gone)."""
+    now = utcnow()
+    lease_cut = now - timedelta(seconds=lease_s)
+    queue_cut = now - timedelta(seconds=requeue_after_s)
+    rows = session.exec(
+        select(Document.id, Document.version).where(
+            col(Document.status).in_(ACTIVE_STATUSES),
+            ((col(Document.claim).is_not(None)) & (col(Document.heartbeat_at) < lease_cut))
+            | (
+                (col(Document.claim).is_(None))
+                & ((col(Document.enqueued_at).is_(None)) | (col(Document.enqueued_at) < queue_cut))
+            ),
+        )
+    )
+    return [(int(i), int(v)) for i, v in rows if i is not None]
+
+
+def touch_enqueued(session: Session, ids: Sequence[int]) -> None:
+    if ids:
+        session.execute(
+            update(Document).where(col(Document.id).in_(ids)).values(enqueued_at=utcnow())
+        )
+        session.commit()
+
+
+def counts_by_status(session: Session, library_id: int) -> dict[str, int]:
+    rows = session.exec(
+        select(Document.status, func.count())
+        .where(Document.library_id == library_id)
+        .group_by(Document.status)
+    )
+    return {str(s): int(n) for s, n in rows}

@@ -1,0 +1,80 @@
+"""Settings: environment variables with the prefix ZHIKU_, or a `.env` file (see .env.example)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./data"), description="Where the database, originals and indexes live"
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Uploads
+    max_upload_bytes: int = Field(200 * 1024**2, description="Largest accepted file (413 beyond)")
+    zip_max_members: int = 10_000
+    zip_max_total_bytes: int = 4 * 1024**3
+    zip_max_ratio: int = 200
+
+    # Parsing and chunking
+    ocr_languages: str = "eng+chi_sim"
+    chunk_max_tokens: int = 256
+    chunk_overlap_tokens: int = 32
+
+    # Embedding and indexing
+    embedder: str = Field("use-multilingual", description="use-multilingual | minilm | st:/dir")
+    embed_batch_size: int = 32
+    embed_threads: int | None = Field(None, description="Threads for ingestion embedding")
+    exact_index_max: int = Field(
+        50_000, description="Up to this many chunks a library uses exact FAISS search"
+    )
+
+    # Work queue
+    task_max_retries: int = 5
+    lease_seconds: int = Field(120, description="A document not touched for this long is stalled")
+    requeue_after_seconds: int = Field(
+        600, description="A queued document not started after this long is enqueued again"
+    )
+    reconcile_interval_seconds: int = 30
+    worker_concurrency: int = 1
+
+    # Auth
+    token_ttl_hours: int = 12
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.resolve() / 'zhiku.db'}"
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.data_dir / "originals"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,175 @@
+"""Text analysis for the keyword index: one analyzer for Chinese and English.
+
+NFKC folds full-width forms to half-width; CJK runs are cut with jieba (search mode, so
+compound words also yield their parts); other runs become lower-case words, English stop
+words are dropped and the rest Snowball-stemmed. Codes such as `AB-1234` or `v2.1` are kept
+whole *and* split, so exact product codes and their parts both match.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from functools import lru_cache
+
+import jieba
+import Stemmer
+
+jieba.setLogLevel(logging.WARNING)
+_init_lock = threading.Lock()
+_initialized = False
+
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_RUN = re.compile(rf"([{_CJK}]+)|([^\s{_CJK}]+)")
+_WORD = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*", re.UNICODE)
+_SUBWORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+ENGLISH_STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "nor",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "too",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+CHINESE_STOP_WORDS = frozenset(
+    [
+        "的",
+        "了",
+        "和",
+        "是",
+        "在",
+        "也",
+        "与",
+        "及",
+        "或",
+        "就",
+        "都",
+        "而",
+        "被",
+        "把",
+        "对",
+        "等",
+        "之",
+        "其",
+        "于",
+        "以",
+        "中",
+        "个",
+        "这",
+        "那",
+        "吗",
+        "呢",
+        "吧",
+        "啊",
+    ]
+)
+_stemmer = Stemmer.Stemmer("english")
+
+
+def normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def _ensure_jieba() -> None:
+    global _initialized
+    if not _initialized:
+        with _init_lock:
+            if not _initialized:
+                jieba.initialize()
+                _initialized = True
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word))
+
+
+def analyze(text: str) -> list[str]:
+    """Tokens for indexing and for queries (the same analyzer on both sides)."""
+    _ensure_jieba()
+    tokens: list[str] = []
+    for cjk, other in _RUN.findall(normalize(text)):
+        if cjk:
+            for tok in jieba.cut_for_search(cjk):
+                if tok.strip() and tok not in CHINESE_STOP_WORDS:
+                    tokens.append(tok)
+            continue
+        for word in _WORD.findall(other):
+            parts = _SUBWORD.findall(word)
+            if len(parts) > 1:
+                tokens.append(word)
+            for part in parts:
+                if part in ENGLISH_STOP_WORDS:
+                    continue
+                tokens.append(_stem(part) if part.isascii() and part.isalpha() else part)
+    return tokens

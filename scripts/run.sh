@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Start what exists so far: a Celery worker and the api (Redis is started by `make run`).
+# Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+HOST=${ZHIKU_HOST:-127.0.0.1}
+PORT=${ZHIKU_PORT:-8000}
+
+pids=()
+stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap stop INT TERM EXIT
+
+$BIN/zhiku worker &
+pids+=($!)
+$BIN/zhiku serve --host "$HOST" --port "$PORT" &
+pids+=($!)
+
+for _ in $(seq 60); do
+  curl -fsS "http://$HOST:$PORT/healthz" >/dev/null 2>&1 && break
+  sleep 1
+done
+cat <<EOT
+
+Zhiku is running: API http://$HOST:$PORT/api/v1  (OpenAPI: http://$HOST:$PORT/docs)
+No default account exists. Create the first administrator with:
+  .venv/bin/zhiku admin create-user admin --admin
+Ingest a folder:  .venv/bin/zhiku ingest ./my-docs --library handbook --create
+Press Ctrl-C to stop.
+EOT
+wait -n "${pids[@]}"

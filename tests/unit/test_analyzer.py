@@ -1,0 +1,36 @@
+from retrieval.analyzer import analyze, normalize
+
+
+def test_fullwidth_folds_to_halfwidth() -> None:
+    assert normalize("ＡＢＣ－１２３") == "abc-123"
+    assert analyze("ＡＢＣ－１２３") == analyze("abc-123")
+
+
+def test_english_stems_and_drops_stop_words() -> None:
+    tokens = analyze("The servers are running")
+    assert "the" not in tokens and "are" not in tokens
+    assert analyze("running") == analyze("runs") == ["run"]
+
+
+def test_product_codes_are_kept_whole_and_split() -> None:
+    tokens = analyze("Order part XJ-9000.b2 today")
+    assert "xj-9000.b2" in tokens
+    assert "xj" in tokens and "9000" in tokens
+
+
+def test_chinese_is_segmented_with_jieba() -> None:
+    tokens = analyze("股东大会会议通知")
+    assert "股东" in tokens
+    assert "会议" in tokens
+    assert "的" not in analyze("公司的股东")
+
+
+def test_mixed_chinese_english_query() -> None:
+    tokens = analyze("Zhiku知识库的OCR功能")
+    assert "zhiku" in tokens and "ocr" in tokens
+    assert "知识库" in tokens or "知识" in tokens
+
+
+def test_person_name_survives() -> None:
+    assert "张伟" in analyze("联系人：张伟") or "张" in analyze("联系人：张伟")
+    assert "smith" in analyze("Contact: John Smith")

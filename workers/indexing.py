@@ -1,0 +1,55 @@
+"""Bring a library's published index in line with its Chunk rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from core import db
+from core.repo import chunks
+from core.settings import Settings
+from retrieval.embedders import Embedder
+from retrieval.index_store import SyncResult, sync_library
+from workers.library_lock import library_lock
+
+log = logging.getLogger(__name__)
+
+
+def sync_library_index(
+    settings: Settings, library_id: int, embedder: Embedder, *, rebuild: bool = False
+) -> SyncResult:
+    """Under the library's writer lock: publish a snapshot holding exactly the chunks of the
+    documents that are indexing or ready, then mark the indexing ones ready. Coalesces: one
+    call picks up every document waiting, whoever embedded it."""
+    with library_lock(settings.indexes_dir, library_id), db.session_scope(settings) as session:
+        # Read the waiting documents first: each of them is then certainly in `wanted`.
+        awaiting = chunks.documents_awaiting_index(session, library_id)
+        wanted = chunks.indexable(session, library_id)
+
+        def fetch(ids: Sequence[int]) -> np.ndarray:
+            return chunks.embeddings(session, ids, embedder.dim)
+
+        result = sync_library(
+            settings.indexes_dir,
+            library_id,
+            embedder=embedder.name,
+            dim=embedder.dim,
+            wanted_ids=[c.chunk_id for c in wanted],
+            wanted_tokens=[c.keywords.split(" ") if c.keywords else [] for c in wanted],
+            fetch_vectors=fetch,
+            exact_max=settings.exact_index_max,
+            rebuild=rebuild,
+        )
+        ready = chunks.mark_ready(session, awaiting)
+    log.info(
+        "library %s index v%s: %s chunks (+%s -%s), %s documents ready",
+        library_id,
+        result.manifest.version,
+        result.manifest.count,
+        result.added,
+        result.removed,
+        ready,
+    )
+    return result

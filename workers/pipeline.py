@@ -1,0 +1,247 @@
+"""The ingestion job as a plain function: load → parse → chunk → embed → index → status.
+
+The Celery task wraps it; the CLI runs it in-process with `--inline`. It is idempotent by
+(document id, version): a claim token guards every state change, so a duplicate message, a
+document already done, or a stale worker waking up late all do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from ingest.parse import parse_document
+from sqlmodel import Session
+
+from core import db
+from core.errors import BadDocument, TransientFault
+from core.models import DocStatus, Document
+from core.repo import chunks as chunk_repo
+from core.repo import documents as doc_repo
+from core.settings import Settings
+from core.storage import OriginalStore
+from core.types import ChunkDraft
+from ingest.chunk import chunk_elements
+from retrieval.analyzer import analyze
+from retrieval.embedders import Embedder, load_embedder
+from workers.indexing import sync_library_index
+
+log = logging.getLogger(__name__)
+
+# Share of the progress bar each stage ends at.
+PARSED, CHUNKED, EMBEDDED = 0.25, 0.3, 0.9
+
+
+class Outcome(StrEnum):
+    ready = "ready"
+    failed = "failed"
+    skipped = "skipped"  # done already, deleted, superseded, or being processed elsewhere
+    busy = "busy"  # another live worker holds it
+
+
+@dataclass(frozen=True)
+class JobResult:
+    outcome: Outcome
+    document_id: int
+    chunks: int = 0
+    reason: str | None = None
+
+
+class ClaimLost(Exception):
+    """Another worker took the document over (this one was presumed dead)."""
+
+
+def ingestion_embedder(settings: Settings) -> Embedder:
+    return load_embedder(
+        settings.embedder, threads=settings.embed_threads, batch_size=settings.embed_batch_size
+    )
+
+
+def ingest_document(
+    settings: Settings,
+    document_id: int,
+    version: int,
+    *,
+    embedder: Embedder | None = None,
+    sync_index: bool = True,
+) -> JobResult:
+    token = uuid.uuid4().hex
+    with Session(db.get_engine(settings), expire_on_commit=False) as session:
+        if not doc_repo.claim(session, document_id, version, token, settings.lease_seconds):
+            doc = doc_repo.get(session, document_id)
+            held = (
+                doc is not None
+                and doc.version == version
+                and doc.status in (DocStatus.parsing, DocStatus.embedding, DocStatus.indexing)
+            )
+            return JobResult(Outcome.busy if held else Outcome.skipped, document_id)
+        doc = doc_repo.get(session, document_id)
+        assert doc is not None
+        try:
+            with _heartbeat(settings, document_id, token):
+                n = _process(
+                    settings, session, doc, token, embedder or ingestion_embedder(settings)
+                )
+        except ClaimLost:
+            return JobResult(Outcome.skipped, document_id)
+        except BadDocument as exc:
+            doc_repo.fail(session, document_id, token, exc.reason)
+            return JobResult(Outcome.failed, document_id, reason=exc.reason)
+        except TransientFault:
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: record it, don't loop
+            log.exception("document %s failed unexpectedly", document_id)
+            reason = (
+                f"unexpected error while processing ({type(exc).__name__}: {exc}); "
+                "re-ingest it, and report it if it fails again"
+            )
+            doc_repo.fail(session, document_id, token, reason)
+            return JobResult(Outcome.failed, document_id, reason=reason)
+    if sync_index:
+        sync_library_index(settings, doc.library_id, embedder or ingestion_embedder(settings))
+    return JobResult(Outcome.ready, document_id, chunks=n)
+
+
+def _process(
+    settings: Settings, session: Session, doc: Document, token: str, embedder: Embedder
+) -> int:
+    assert doc.id is not None
+    store = OriginalStore(settings.originals_dir)
+    if not store.exists(doc.sha256):
+        raise BadDocument("the stored original is missing; upload the file again")
+    data = store.read(doc.sha256)
+
+    parsed = parse_document(data, doc.filename, ocr_languages=settings.ocr_languages)
+    _advance(
+        session,
+        doc,
+        token,
+        DocStatus.parsing,
+        PARSED,
+        page_count=parsed.page_count,
+        parse_strategy=parsed.strategy[:40],
+    )
+
+    drafts = chunk_elements(
+        parsed.elements,
+        count_tokens=embedder.count_tokens,
+        max_tokens=settings.chunk_max_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+    )
+    if not drafts:
+        raise BadDocument("no text could be extracted from this file")
+    _advance(session, doc, token, DocStatus.embedding, CHUNKED)
+
+    vectors = embed_drafts(
+        embedder,
+        drafts,
+        settings.embed_batch_size,
+        on_progress=lambda f: _advance(
+            session, doc, token, DocStatus.embedding, CHUNKED + (EMBEDDED - CHUNKED) * f
+        ),
+    )
+    keywords = [keyword_text(doc, d) for d in drafts]
+
+    # Chunks and the move to `indexing` land in one transaction, and only while the claim is
+    # ours: the guarded UPDATE takes the row lock first, so a takeover waits for our commit.
+    moved = doc_repo.advance(
+        session,
+        doc.id,
+        token,
+        status=DocStatus.indexing,
+        progress=EMBEDDED,
+        chunk_count=len(drafts),
+        commit=False,
+    )
+    if not moved:
+        session.rollback()
+        raise ClaimLost
+    doc.chunk_count = len(drafts)
+    chunk_repo.replace_for_document(session, doc, drafts, keywords, vectors)
+    session.commit()
+    return len(drafts)
+
+
+def keyword_text(doc: Document, draft: ChunkDraft) -> str:
+    """Analyzer tokens for BM25: the chunk, its heading path and the file name."""
+    context = " ".join([*draft.heading_path, doc.filename])
+    return " ".join(analyze(f"{draft.text}\n{context}"))
+
+
+def embed_drafts(
+    embedder: Embedder,
+    drafts: list[ChunkDraft],
+    batch_size: int,
+    on_progress: Callable[[float], object] | None = None,
+) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    texts = [d.text for d in drafts]
+    step = max(batch_size * 4, 1)
+    for start in range(0, len(texts), step):
+        parts.append(embedder.embed(texts[start : start + step], batch_size=batch_size))
+        if on_progress is not None:
+            on_progress(min(1.0, (start + step) / len(texts)))
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+def _advance(
+    session: Session,
+    doc: Document,
+    token: str,
+    status: DocStatus,
+    progress: float,
+    **fields: object,
+) -> None:
+    assert doc.id is not None
+    if not doc_repo.advance(session, doc.id, token, status=status, progress=progress, **fields):
+        raise ClaimLost
+
+
+@contextmanager
+def _heartbeat(settings: Settings, document_id: int, token: str) -> Iterator[None]:
+    """Keep the claim alive while a long step (OCR, LibreOffice, a big embed) runs."""
+    stop = threading.Event()
+    interval = max(1.0, settings.lease_seconds / 4)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with Session(db.get_engine(settings)) as s:
+                    if not doc_repo.advance(s, document_id, token):
+                        return
+            except Exception:  # the DB may be briefly away; the next beat tries again
+                log.warning("heartbeat for document %s failed", document_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{document_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def wait_for(
+    settings: Settings, ids: list[int], timeout_s: float, poll_s: float = 0.5
+) -> dict[int, Document]:
+    """Poll until every document is in a terminal state (for the CLI and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with db.session_scope(settings) as session:
+            docs = {i: d for i in ids if (d := doc_repo.get(session, i)) is not None}
+        if (
+            all(
+                d.status in (DocStatus.ready, DocStatus.failed, DocStatus.deleted)
+                for d in docs.values()
+            )
+            or time.monotonic() > deadline
+        ):
+            return docs
+        time.sleep(poll_s)

@@ -1,0 +1,43 @@
+"""The database, not the broker, is the record of work: re-enqueue what was lost."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from core import db
+from core.repo import documents as doc_repo
+from core.settings import Settings
+from core.tasks import enqueue_ingest
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_once(settings: Settings) -> int:
+    """Enqueue documents left in a non-terminal state by a dead worker or a lost message."""
+    with db.session_scope(settings) as session:
+        stalled = doc_repo.stalled(session, settings.lease_seconds, settings.requeue_after_seconds)
+        for doc_id, version in stalled:
+            enqueue_ingest(doc_id, version, settings)
+        doc_repo.touch_enqueued(session, [i for i, _ in stalled])
+    if stalled:
+        log.info("re-enqueued %d stalled documents: %s", len(stalled), [i for i, _ in stalled])
+    return len(stalled)
+
+
+class Reconciler(threading.Thread):
+    """Runs `reconcile_once` now and then every `reconcile_interval_seconds`."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(name="zhiku-reconciler", daemon=True)
+        self.settings = settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                reconcile_once(self.settings)
+            except Exception:  # Redis or the DB briefly away: try again next round
+                log.warning("reconcile failed; will retry", exc_info=True)
+            if self.stopped.wait(self.settings.reconcile_interval_seconds):
+                return
