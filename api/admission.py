@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.archive import ArchiveLimits, iter_zip_members
+from ingest.archive import MemberUnreadable, open_zip
 from sqlmodel import Session
 
 from api.multipart import ReceivedFile
@@ -148,26 +148,36 @@ def _admit_zip(
     """Each member of an archive becomes a document; its folder is the archive's folder plus
     the member's folder. Unsafe members are reported, not extracted."""
     archive_folder = shown.rsplit(".", 1)[0]
-    limits = ArchiveLimits(
-        max_members=settings.zip_max_members,
-        max_total_uncompressed=settings.zip_max_total_bytes,
-        max_ratio=settings.zip_max_ratio,
-        max_member_bytes=settings.max_upload_bytes,
-    )
     try:
-        members = iter_zip_members(cand.path, limits)
-        with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp:
-            for member in members:
-                member_path = f"{archive_folder}/{member.path}"
-                if member.skipped is not None:
-                    yield UploadItem(file=member_path, status="rejected", reason=member.skipped)
-                    continue
-                assert member.data is not None
-                path = Path(tmp) / "member"
-                path.write_bytes(member.data)
-                sub = Candidate(
-                    path, member_path, len(member.data), hashlib.sha256(member.data).hexdigest()
+        with (
+            open_zip(
+                cand.path,
+                max_members=settings.zip_max_members,
+                max_total_uncompressed=settings.zip_max_total_bytes,
+                max_ratio=settings.zip_max_ratio,
+                max_member_bytes=settings.max_upload_bytes,
+            ) as archive,
+            tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp,
+        ):
+            for skipped in archive.skipped:
+                yield UploadItem(
+                    file=f"{archive_folder}/{skipped.name}", status="rejected", reason=skipped.reason
                 )
+            for member in archive:
+                member_path = f"{archive_folder}/{member.path}"
+                path = Path(tmp) / "member"
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    with path.open("wb") as out:
+                        for block in member.stream():
+                            out.write(block)
+                            digest.update(block)
+                            size += len(block)
+                except MemberUnreadable as exc:
+                    yield UploadItem(file=member_path, status="rejected", reason=str(exc))
+                    continue
+                sub = Candidate(path, member_path, size, digest.hexdigest())
                 yield from _admit_file(
                     session, settings, store, library_id, sub, user_id, in_archive=True
                 )

@@ -47,20 +47,20 @@ def bench_ingest(
         with db.session_scope(settings) as session:
             texts = [
                 c.text
-                for d in _ready_docs(settings, int(str(summary["library_id"])))
+                for d in _ready_docs(settings, summary.library_id)
                 for c in chunk_repo.for_document(session, d)
             ]
         started = time.perf_counter()
         embedder.embed(texts, batch_size=settings.embed_batch_size)
         embed_s = time.perf_counter() - started
         db.dispose_engines()
-    n_docs = int(str(summary["ready"]))
+    n_docs = summary.ready
     n_chunks = len(texts)
     pipeline_cps = n_chunks / pipeline_s if pipeline_s else 0.0
     embed_cps = n_chunks / embed_s if embed_s else 0.0
     result = {
         "documents": n_docs,
-        "failed": summary["failed"],
+        "failed": len(summary.failures),
         "chunks": n_chunks,
         "seconds": round(pipeline_s, 3),
         "docs_per_s": round(n_docs / pipeline_s, 3) if pipeline_s else 0.0,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -17,6 +18,26 @@ from core.storage import hash_stream
 from core.tasks import enqueue_ingest
 from workers.batch import run_inline
 from workers.pipeline import wait_for
+
+
+@dataclass
+class IngestSummary:
+    library_id: int
+    ready: int
+    duplicates: int
+    failures: list[dict[str, str]]
+    chunks: int
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ready": self.ready,
+            "failed": len(self.failures),
+            "duplicates": self.duplicates,
+            "failures": self.failures,
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def collect(paths: list[Path]) -> list[ReceivedFile]:
@@ -63,17 +84,17 @@ def ingest(
     db.migrate(settings)
     started = time.perf_counter()
     summary = ingest_paths(settings, paths, library, create, inline, as_json, timeout)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
+    summary.seconds = time.perf_counter() - started
     if as_json:
-        typer.echo(json.dumps(summary, ensure_ascii=False))
+        typer.echo(json.dumps(summary.as_json(), ensure_ascii=False))
     else:
         typer.echo(
-            f"ready {summary['ready']}, failed {summary['failed']}, duplicates "
-            f"{summary['duplicates']}, chunks {summary['chunks']} in {summary['seconds']} s"
+            f"ready {summary.ready}, failed {len(summary.failures)}, duplicates "
+            f"{summary.duplicates}, chunks {summary.chunks} in {summary.seconds:.1f} s"
         )
-        for f in summary["failures"]:
+        for f in summary.failures:
             typer.echo(f"  failed: {f['file']}: {f['reason']}")
-    if summary["failed"]:
+    if summary.failures:
         raise typer.Exit(2)
 
 
@@ -85,7 +106,7 @@ def ingest_paths(
     inline: bool,
     quiet: bool,
     timeout: float,
-) -> dict[str, object]:
+) -> IngestSummary:
     files = collect(paths)
     with db.session_scope(settings) as session:
         lib = libraries.get_by_name(session, library)
@@ -120,16 +141,17 @@ def ingest_paths(
     ready = [d for d in docs.values() if d.status == DocStatus.ready]
     failed = [d for d in docs.values() if d.status == DocStatus.failed]
     unfinished = [d for d in docs.values() if d.status not in (DocStatus.ready, DocStatus.failed)]
-    failures += [{"file": names.get(d.id, d.filename), "reason": d.reason or ""} for d in failed]
     failures += [
-        {"file": names.get(d.id, d.filename), "reason": f"still {d.status} after {timeout:.0f} s"}
+        {"file": names.get(d.id or 0, d.filename), "reason": d.reason or ""} for d in failed
+    ]
+    failures += [
+        {"file": names.get(d.id or 0, d.filename), "reason": f"still {d.status} after {timeout:.0f} s"}
         for d in unfinished
     ]
-    return {
-        "library_id": library_id,
-        "ready": len(ready),
-        "failed": len(failures),
-        "duplicates": report.duplicates,
-        "failures": failures,
-        "chunks": sum(d.chunk_count for d in ready),
-    }
+    return IngestSummary(
+        library_id=library_id,
+        ready=len(ready),
+        duplicates=report.duplicates,
+        failures=failures,
+        chunks=sum(d.chunk_count for d in ready),
+    )

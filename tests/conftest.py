@@ -159,6 +159,9 @@ class WorkerProcess:
 
 @pytest.fixture
 def worker(settings, tmp_path: Path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
+    import redis
+
+    redis.Redis.from_url(settings.redis_url).flushdb()  # no stale jobs from earlier tests
     w = WorkerProcess(settings, tmp_path / "worker.log")
     w.start()
     yield w

@@ -157,7 +157,7 @@ def _process(
         token,
         status=DocStatus.indexing,
         progress=EMBEDDED,
-        chunk_count=len(drafts),
+        fields={"chunk_count": len(drafts)},
         commit=False,
     )
     if not moved:
@@ -200,7 +200,9 @@ def _advance(
     **fields: object,
 ) -> None:
     assert doc.id is not None
-    if not doc_repo.advance(session, doc.id, token, status=status, progress=progress, **fields):
+    if not doc_repo.advance(
+        session, doc.id, token, status=status, progress=progress, fields=fields
+    ):
         raise ClaimLost
 
 

@@ -4,7 +4,7 @@ the worker that took over."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -157,11 +157,11 @@ def advance(
     *,
     status: DocStatus | None = None,
     progress: float | None = None,
+    fields: Mapping[str, object] | None = None,
     commit: bool = True,
-    **fields: object,
 ) -> bool:
     """Record progress under a claim; False when the claim was lost."""
-    values: dict[str, object] = {"heartbeat_at": utcnow(), "updated_at": utcnow(), **fields}
+    values: dict[str, object] = {"heartbeat_at": utcnow(), "updated_at": utcnow(), **(fields or {})}
     if status is not None:
         values["status"] = status
     if progress is not None:

@@ -1,0 +1,113 @@
+"""Database layer on SQLite and PostgreSQL: migrations, users, grants, document life cycle."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlmodel import Session
+
+from core import db
+from core.errors import Conflict, ZhikuError
+from core.models import DocStatus, Group, GroupMember, Permission
+from core.repo import documents, libraries, tokens, users
+from core.security import verify_password
+
+pytestmark = pytest.mark.integration
+
+
+def _new(lib_id: int, sha: str = "a" * 64) -> documents.NewDocument:
+    return documents.NewDocument(
+        library_id=lib_id, sha256=sha, filename="a.txt", folder="f", size=3, kind="txt",
+        media_type="text/plain", created_by=None,
+    )
+
+
+def test_migrations_are_idempotent(settings) -> None:  # type: ignore[no-untyped-def]
+    db.migrate(settings)
+    db.migrate(settings)
+
+
+def test_users_hash_passwords_and_refuse_duplicates(settings) -> None:  # type: ignore[no-untyped-def]
+    with db.session_scope(settings) as s:
+        u = users.create_user(s, "alice", "a long passphrase", is_admin=False)
+        assert u.password_hash != "a long passphrase"
+        assert verify_password(u.password_hash, "a long passphrase")
+        assert not verify_password(u.password_hash, "wrong")
+    with pytest.raises(Conflict), db.session_scope(settings) as s:
+        users.create_user(s, "alice", "another passphrase")
+    with pytest.raises(ZhikuError), db.session_scope(settings) as s:
+        users.create_user(s, "bob", "short")
+
+
+def test_tokens_expire_and_revoke(settings) -> None:  # type: ignore[no-untyped-def]
+    with db.session_scope(settings) as s:
+        u = users.create_user(s, "carol", "a long passphrase")
+        t = tokens.issue(s, u, ttl_hours=1)
+        expired = tokens.issue(s, u, ttl_hours=0)
+    with db.session_scope(settings) as s:
+        found = tokens.user_for(s, t)
+        assert found is not None and found.username == "carol"
+        assert tokens.user_for(s, expired) is None
+        assert tokens.user_for(s, "zk_forged") is None
+        tokens.revoke(s, t)
+    with db.session_scope(settings) as s:
+        assert tokens.user_for(s, t) is None
+
+
+def test_permissions_from_user_and_nested_group_grants(settings) -> None:  # type: ignore[no-untyped-def]
+    with db.session_scope(settings) as s:
+        admin = users.create_user(s, "admin", "a long passphrase", is_admin=True)
+        dana = users.create_user(s, "dana", "a long passphrase")
+        lib1 = libraries.create(s, "HR", "", admin.id)
+        lib2 = libraries.create(s, "Finance", "", admin.id)
+        lib3 = libraries.create(s, "Secret", "", admin.id)
+        parent = Group(name="Company")
+        s.add(parent)
+        s.flush()
+        child = Group(name="HR dept", parent_id=parent.id)
+        s.add(child)
+        s.flush()
+        assert child.id is not None and dana.id is not None
+        s.add(GroupMember(group_id=child.id, user_id=dana.id))
+        libraries.grant(s, lib1.id, Permission.read, user_id=dana.id, group_id=None, created_by=None)  # type: ignore[arg-type]
+        libraries.grant(s, lib1.id, Permission.write, user_id=None, group_id=child.id, created_by=None)  # type: ignore[arg-type]
+        libraries.grant(s, lib2.id, Permission.read, user_id=None, group_id=parent.id, created_by=None)  # type: ignore[arg-type]
+    with db.session_scope(settings) as s:
+        perms = libraries.permissions_of(s, dana)
+        assert perms == {lib1.id: Permission.write, lib2.id: Permission.read}
+        assert lib3.id not in perms
+        assert len(libraries.permissions_of(s, admin)) == 3
+
+
+def test_register_detects_duplicates_and_revives_deleted(settings) -> None:  # type: ignore[no-untyped-def]
+    with db.session_scope(settings) as s:
+        lib = libraries.create(s, "L", "", None)
+        first = documents.register(s, _new(lib.id))  # type: ignore[arg-type]
+        assert not first.duplicate and first.document.status == DocStatus.queued
+        again = documents.register(s, _new(lib.id))  # type: ignore[arg-type]
+        assert again.duplicate and again.document.id == first.document.id
+        documents.mark_deleted(s, first.document)
+        revived = documents.register(s, _new(lib.id))  # type: ignore[arg-type]
+        assert not revived.duplicate and revived.document.id == first.document.id
+        assert revived.document.version == 3 and revived.document.status == DocStatus.queued
+
+
+def test_claims_are_exclusive_and_expire(settings) -> None:  # type: ignore[no-untyped-def]
+    with db.session_scope(settings) as s:
+        lib = libraries.create(s, "L", "", None)
+        doc = documents.register(s, _new(lib.id)).document  # type: ignore[arg-type]
+    assert doc.id is not None
+    with Session(db.get_engine(settings)) as s:
+        assert documents.claim(s, doc.id, doc.version, "w1", lease_s=2)
+        assert not documents.claim(s, doc.id, doc.version, "w2", lease_s=2)  # held, alive
+        assert not documents.claim(s, doc.id, doc.version + 1, "w2", lease_s=2)  # wrong version
+        assert documents.advance(s, doc.id, "w1", status=DocStatus.embedding, progress=0.5)
+        time.sleep(2.5)
+        assert documents.stalled(s, lease_s=2, requeue_after_s=3600) == [(doc.id, doc.version)]
+        assert documents.claim(s, doc.id, doc.version, "w2", lease_s=2)  # w1 presumed dead
+        assert not documents.advance(s, doc.id, "w1", progress=0.9)  # w1 lost its claim
+        assert documents.fail(s, doc.id, "w2", "bad file")
+        assert not documents.claim(s, doc.id, doc.version, "w3", lease_s=0)  # terminal
+        got = documents.get(s, doc.id)
+        assert got is not None and got.status == DocStatus.failed and got.reason == "bad file"
