@@ -91,7 +91,7 @@ def test_pdf_that_is_really_a_png() -> None:
 
 
 def test_docx_that_is_really_plain_text() -> None:
-    assert detect_type("Just some notes.\nSecond line.\n".encode(), "notes.docx") == "txt"
+    assert detect_type(b"Just some notes.\nSecond line.\n", "notes.docx") == "txt"
 
 
 def test_text_content_sniffed_when_extension_lies() -> None:

@@ -11,7 +11,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,28 @@ def _manifest() -> list[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail on any outbound IP connection (telemetry, model downloads)."""
+    """Record (and refuse) any outbound IP connection or DNS lookup: telemetry and model
+    downloads run in background threads that swallow errors, so check the record after."""
+    attempts: list[str] = []
     real_connect = socket.socket.connect
 
-    def guarded(self: socket.socket, address: Any) -> Any:
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
         if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"network access attempted during parsing: {address!r}")
+            attempts.append(f"connect {address!r}")
+            raise OSError("network disabled in tests")
         return real_connect(self, address)
 
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(f"getaddrinfo {host!r}")
+        raise socket.gaierror("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield
+    assert not attempts, f"network access attempted during parsing: {attempts}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(name: str) -> ParsedDocument | BadDocument:
     try:
         return parse_document((DOCS / name).read_bytes(), name)
@@ -297,7 +306,7 @@ def test_extension_that_lies_png_named_pdf() -> None:
 
 
 def test_extension_that_lies_text_named_docx() -> None:
-    doc = parse_document("Meeting notes\n\nWe agreed to ship on Friday.\n".encode(), "notes.docx")
+    doc = parse_document(b"Meeting notes\n\nWe agreed to ship on Friday.\n", "notes.docx")
     assert doc.media_type == "text/plain"
     assert "ship on Friday" in text_of(doc)
     assert ".docx" in doc.warnings[0]
@@ -319,11 +328,12 @@ def test_json_rendered_as_paths() -> None:
 
 
 def test_big_and_deep_json_do_not_crash() -> None:
-    big = json.dumps([{"id": i, "v": "x" * 20} for i in range(60_000)]).encode()
+    big = json.dumps([{"id": i, "v": "x" * 20} for i in range(150_000)]).encode()
     start = time.monotonic()
     doc = parse_document(big, "big.json")
     assert time.monotonic() - start < 30
     assert doc.elements and any("more than" in w for w in doc.warnings)
+    assert len(doc.elements) < 5000  # small records share elements
     with pytest.raises(BadDocument, match="nested too deeply"):
         parse_document(b"[" * 100_000 + b"]" * 100_000, "deep.json")
     lines = b'{"a": 1}\n{"a": 2}\n'
@@ -397,3 +407,44 @@ def test_libreoffice_timeout_is_enforced() -> None:
 def test_hi_res_is_refused() -> None:
     with pytest.raises(ValueError, match="pdf_strategy"):
         parse_document(b"%PDF-1.4", "a.pdf", pdf_strategy="hi_res")
+
+
+def test_tsv_and_large_plain_text() -> None:
+    tsv = "名称\t数量\n苹果\t3\n香蕉\t5\n".encode()
+    doc = parse_document(tsv, "库存.tsv")
+    assert doc.elements[0].category == "Table"
+    assert doc.elements[0].text == "名称 | 数量\n苹果 | 3\n香蕉 | 5"
+    big = ("Quarterly figures were stable across all regions.\n\n" * 25_000).encode()
+    start = time.monotonic()
+    doc = parse_document(big, "dump.txt")
+    assert time.monotonic() - start < 30
+    assert any("large text file" in w for w in doc.warnings)
+    assert all(e.text for e in doc.elements)
+
+
+def test_offline_setup_is_idempotent_and_patches_spacy() -> None:
+    import os
+
+    from ingest import offline
+
+    offline.ensure_offline()
+    offline.ensure_offline()
+    from unstructured.nlp import tokenize
+
+    assert tokenize._load_spacy_model is offline.load_spacy_model
+    for var in ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        assert os.environ[var] == "1"
+    with pytest.raises(offline.OfflineSetupError):
+        tokenize._install_spacy_model()
+    assert tokenize.pos_tag("The report was approved.")  # the bundled model answers
+
+
+def test_docx_zip_bomb_is_refused() -> None:
+    buf = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("word/document.xml", b" " * (64 * 1024**2))
+    with pytest.raises(BadDocument, match="zip bomb"):
+        parse_document(buf.getvalue(), "bomb.docx")
