@@ -108,12 +108,22 @@ def _parse(data: bytes, filename: str, opts: _Options) -> ParsedDocument:
                                   f"{kind.upper()}; it was read as {kind.upper()}")
     _check_text(result, kind)
     return ParsedDocument(
-        elements=result.elements,
+        elements=[_clean(e) for e in result.elements],
         media_type=MEDIA_TYPES[kind],
         page_count=result.page_count,
         strategy=result.strategy,
         warnings=result.warnings,
     )
+
+
+# C0 control characters other than tab and newlines: NUL breaks PostgreSQL text columns, and
+# none of them carries meaning in a passage.
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
+
+
+def _clean(element: ParsedElement) -> ParsedElement:
+    text = element.text.translate(_CONTROL)
+    return element if text == element.text else replace(element, text=text)
 
 
 def _failure_reason(exc: Exception) -> str:

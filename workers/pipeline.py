@@ -18,6 +18,7 @@ from enum import StrEnum
 
 import numpy as np
 from ingest.parse import parse_document
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from core import db
@@ -92,17 +93,17 @@ def ingest_document(
         except ClaimLost:
             return JobResult(Outcome.skipped, document_id)
         except BadDocument as exc:
-            doc_repo.fail(session, document_id, token, exc.reason)
+            _record_failure(settings, session, document_id, token, exc.reason)
             return JobResult(Outcome.failed, document_id, reason=exc.reason)
-        except TransientFault:
-            raise
+        except (TransientFault, OperationalError):
+            raise  # the Celery task retries these with backoff
         except Exception as exc:  # a bug or an unexpected library error: record it, don't loop
             log.exception("document %s failed unexpectedly", document_id)
             reason = (
-                f"unexpected error while processing ({type(exc).__name__}: {exc}); "
+                f"unexpected error while processing ({type(exc).__name__}: {str(exc)[:300]}); "
                 "re-ingest it, and report it if it fails again"
             )
-            doc_repo.fail(session, document_id, token, reason)
+            _record_failure(settings, session, document_id, token, reason)
             return JobResult(Outcome.failed, document_id, reason=reason)
     if sync_index:
         sync_library_index(settings, doc.library_id, embedder or ingestion_embedder(settings))
@@ -167,6 +168,15 @@ def _process(
     chunk_repo.replace_for_document(session, doc, drafts, keywords, vectors)
     session.commit()
     return len(drafts)
+
+
+def _record_failure(
+    settings: Settings, session: Session, document_id: int, token: str, reason: str
+) -> None:
+    """Mark the document failed even when the job's session is unusable (a failed flush)."""
+    session.rollback()
+    with Session(db.get_engine(settings)) as fresh:
+        doc_repo.fail(fresh, document_id, token, reason)
 
 
 def keyword_text(doc: Document, draft: ChunkDraft) -> str:

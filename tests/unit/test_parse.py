@@ -448,3 +448,14 @@ def test_docx_zip_bomb_is_refused() -> None:
         zf.writestr("word/document.xml", b" " * (64 * 1024**2))
     with pytest.raises(BadDocument, match="zip bomb"):
         parse_document(buf.getvalue(), "bomb.docx")
+
+
+def test_control_characters_never_reach_the_elements() -> None:
+    """A NUL inside a document's text would make PostgreSQL refuse the chunk."""
+    doc = parse_document(
+        b'{"title": "Quarterly report", "note": "Revenue grew\\u0000 by twelve percent\\u0007"}',
+        "report.json",
+    )
+    text = "\n".join(e.text for e in doc.elements)
+    assert "Revenue grew by twelve percent" in text
+    assert not any(ord(c) < 32 and c not in "\t\n\r" for c in text)
