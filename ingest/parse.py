@@ -45,6 +45,9 @@ _LEGACY_TARGET = {"doc": "docx", "ppt": "pptx", "xls": "xlsx", "ods": "xlsx", "o
 _MAX_ATTACHMENT_DEPTH = 1
 _MAX_PARTS_BYTES = 2 * 1024**3  # a DOCX/XLSX/... whose parts expand beyond this is refused
 _MAX_PART_RATIO = 1000
+# unstructured's per-element language detection (langdetect) costs a fifth of a text parse and
+# its result is not used: retrieval analyses Chinese and English itself.
+NO_LANGUAGE_DETECTION = [""]
 LARGE_TEXT_CHARS = 1_000_000  # plain text above this skips unstructured's (slow) classifier
 
 
@@ -265,11 +268,11 @@ def _text_kind(data: bytes, kind: str, opts: _Options) -> _Result:
     if kind == "html":
         from unstructured.partition.html import partition_html
 
-        found = partition_html(text=text)
+        found = partition_html(text=text, languages=NO_LANGUAGE_DETECTION)
     elif kind == "md":
         from unstructured.partition.md import partition_md
 
-        found = partition_md(text=text)
+        found = partition_md(text=text, languages=NO_LANGUAGE_DETECTION)
     elif kind in ("csv", "tsv"):
         from unstructured.partition.csv import partition_csv
         from unstructured.partition.tsv import partition_tsv
@@ -284,7 +287,7 @@ def _text_kind(data: bytes, kind: str, opts: _Options) -> _Result:
     else:
         from unstructured.partition.text import partition_text
 
-        found = partition_text(text=text)
+        found = partition_text(text=text, languages=NO_LANGUAGE_DETECTION)
     return _Result(el_conv.convert(found))
 
 

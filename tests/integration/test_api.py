@@ -209,3 +209,29 @@ def test_zip_with_5000_files(app_client: TestClient, admin_token: str, settings)
         docs, _ = documents.list_for_library(s, lib, limit=5000)
         for d in docs:
             documents.mark_deleted(s, d)
+
+
+def test_extension_that_lies_is_read_as_what_it_is(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
+    lib = _library(app_client, admin_token)
+    r = _upload(app_client, admin_token, lib, ("report.pdf", b"# Real markdown\n\nNot a PDF at all.\n"))
+    assert r.status_code == 202, r.text
+    doc_id = r.json()["items"][0]["document_id"]
+    doc = app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(admin_token)).json()
+    assert doc["kind"] in ("md", "txt") and doc["filename"] == "report.pdf"
+
+
+def test_reingest_makes_a_new_version_and_requires_write(app_client: TestClient, admin_token: str) -> None:
+    lib = _library(app_client, admin_token)
+    doc_id = _upload(app_client, admin_token, lib, ("a.txt", b"some text")).json()["items"][0]["document_id"]
+    reader_id, reader = _user(app_client, admin_token, "reader2")
+    app_client.post(f"{V1}/libraries/{lib}/grants", json={"user_id": reader_id, "permission": "read"},
+                    headers=_auth(admin_token))
+    assert app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(reader)).status_code == 403
+    assert app_client.delete(f"{V1}/documents/{doc_id}", headers=_auth(reader)).status_code == 403
+    r = app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(admin_token))
+    assert r.status_code == 202
+    assert r.json()["version"] == 2 and r.json()["status"] == "queued"
+    # Another user without any grant cannot even learn that the document exists.
+    _, stranger = _user(app_client, admin_token, "stranger")
+    assert app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(stranger)).status_code == 404
+    assert app_client.get(f"{V1}/documents/{doc_id}/chunks", headers=_auth(stranger)).status_code == 404
