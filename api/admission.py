@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.archive import MemberUnreadable, open_zip
 from sqlmodel import Session
 
 from api.multipart import ReceivedFile
@@ -19,6 +18,7 @@ from core.errors import BadArchive, ZhikuError
 from core.repo import documents
 from core.settings import Settings
 from core.storage import OriginalStore
+from ingest.archive import MemberUnreadable, open_zip
 from ingest.detect import MEDIA_TYPES, detect_type
 
 WHOLE_FILE_SNIFF = 16 * 1024 * 1024
@@ -161,7 +161,9 @@ def _admit_zip(
         ):
             for skipped in archive.skipped:
                 yield UploadItem(
-                    file=f"{archive_folder}/{skipped.name}", status="rejected", reason=skipped.reason
+                    file=f"{archive_folder}/{skipped.name}",
+                    status="rejected",
+                    reason=skipped.reason,
                 )
             for member in archive:
                 member_path = f"{archive_folder}/{member.path}"

@@ -145,7 +145,7 @@ def ingest_paths(
         {"file": names.get(d.id or 0, d.filename), "reason": d.reason or ""} for d in failed
     ]
     failures += [
-        {"file": names.get(d.id or 0, d.filename), "reason": f"still {d.status} after {timeout:.0f} s"}
+        {"file": names.get(d.id or 0, d.filename), "reason": f"unfinished ({d.status})"}
         for d in unfinished
     ]
     return IngestSummary(

@@ -28,5 +28,5 @@ def install() -> None:
     """Point unstructured's classifier at the fast splitters."""
     from unstructured.partition import text_type
 
-    text_type.sent_tokenize = sent_tokenize  # type: ignore[assignment]
+    text_type.sent_tokenize = sent_tokenize
     text_type.word_tokenize = word_tokenize  # type: ignore[assignment]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from ingest.parse import parse_document
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -30,6 +29,7 @@ from core.settings import Settings
 from core.storage import OriginalStore
 from core.types import ChunkDraft
 from ingest.chunk import chunk_elements
+from ingest.parse import parse_document
 from retrieval.analyzer import analyze
 from retrieval.embedders import Embedder, load_embedder
 from workers.indexing import sync_library_index

@@ -22,15 +22,22 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def _user(client: TestClient, admin: str, name: str) -> tuple[int, str]:
-    r = client.post(f"{V1}/users", json={"username": name, "password": "a long passphrase"},
-                    headers=_auth(admin))
+    r = client.post(
+        f"{V1}/users",
+        json={"username": name, "password": "a long passphrase"},
+        headers=_auth(admin),
+    )
     assert r.status_code == 201, r.text
-    login = client.post(f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"})
+    login = client.post(
+        f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"}
+    )
     return int(r.json()["id"]), str(login.json()["access_token"])
 
 
 def _library(client: TestClient, admin: str, name: str = "Handbook") -> int:
-    r = client.post(f"{V1}/libraries", json={"name": name, "description": "d"}, headers=_auth(admin))
+    r = client.post(
+        f"{V1}/libraries", json={"name": name, "description": "d"}, headers=_auth(admin)
+    )
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -65,14 +72,17 @@ def test_login_wrong_password_and_logout(app_client: TestClient, admin_token: st
 
 def test_only_admins_create_users_and_libraries(app_client: TestClient, admin_token: str) -> None:
     _, staff = _user(app_client, admin_token, "staff1")
-    r = app_client.post(f"{V1}/users", json={"username": "x", "password": "a long passphrase"},
-                        headers=_auth(staff))
+    r = app_client.post(
+        f"{V1}/users", json={"username": "x", "password": "a long passphrase"}, headers=_auth(staff)
+    )
     assert r.status_code == 403
     r = app_client.post(f"{V1}/libraries", json={"name": "Mine"}, headers=_auth(staff))
     assert r.status_code == 403
 
 
-def test_grants_decide_visibility_and_upload_rights(app_client: TestClient, admin_token: str) -> None:
+def test_grants_decide_visibility_and_upload_rights(
+    app_client: TestClient, admin_token: str
+) -> None:
     lib = _library(app_client, admin_token)
     reader_id, reader = _user(app_client, admin_token, "reader")
     writer_id, writer = _user(app_client, admin_token, "writer")
@@ -81,8 +91,11 @@ def test_grants_decide_visibility_and_upload_rights(app_client: TestClient, admi
     assert app_client.get(f"{V1}/libraries/{lib}", headers=_auth(reader)).status_code == 404
     assert _upload(app_client, reader, lib, ("a.txt", b"hello")).status_code == 404
     for uid, perm in ((reader_id, "read"), (writer_id, "write")):
-        r = app_client.post(f"{V1}/libraries/{lib}/grants", json={"user_id": uid, "permission": perm},
-                            headers=_auth(admin_token))
+        r = app_client.post(
+            f"{V1}/libraries/{lib}/grants",
+            json={"user_id": uid, "permission": perm},
+            headers=_auth(admin_token),
+        )
         assert r.status_code == 201, r.text
     listed = app_client.get(f"{V1}/libraries", headers=_auth(reader)).json()
     assert [(x["id"], x["permission"]) for x in listed] == [(lib, "read")]
@@ -90,18 +103,29 @@ def test_grants_decide_visibility_and_upload_rights(app_client: TestClient, admi
     assert r.status_code == 403 and "write" in r.json()["error"]["message"]
     assert _upload(app_client, writer, lib, ("a.txt", b"hello world")).status_code == 202
     # A writer may not grant; a grant needs exactly one principal.
-    r = app_client.post(f"{V1}/libraries/{lib}/grants", json={"user_id": reader_id, "permission": "manage"},
-                        headers=_auth(writer))
+    r = app_client.post(
+        f"{V1}/libraries/{lib}/grants",
+        json={"user_id": reader_id, "permission": "manage"},
+        headers=_auth(writer),
+    )
     assert r.status_code == 403
-    r = app_client.post(f"{V1}/libraries/{lib}/grants", json={"permission": "read"},
-                        headers=_auth(admin_token))
+    r = app_client.post(
+        f"{V1}/libraries/{lib}/grants", json={"permission": "read"}, headers=_auth(admin_token)
+    )
     assert r.status_code == 422
 
 
-def test_upload_commits_row_and_original_before_202(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_upload_commits_row_and_original_before_202(
+    app_client: TestClient, admin_token: str, settings
+) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token)
-    r = _upload(app_client, admin_token, lib, ("报告.md", "# 标题\n\n正文内容。".encode()),
-                ("notes.txt", b"plain notes"))
+    r = _upload(
+        app_client,
+        admin_token,
+        lib,
+        ("报告.md", "# 标题\n\n正文内容。".encode()),
+        ("notes.txt", b"plain notes"),
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["queued"] == 2 and body["rejected"] == 0
@@ -127,20 +151,32 @@ def test_bad_single_files_get_clear_4xx(app_client: TestClient, admin_token: str
     assert r.status_code == 422 and "empty" in r.json()["error"]["message"]
     r = _upload(app_client, admin_token, lib, ("tool.exe", b"MZ\x90\x00" + b"\x00" * 200))
     assert r.status_code == 422 and "not a supported" in r.json()["error"]["message"]
-    r = app_client.post(f"{V1}/libraries/{lib}/documents", data={"x": "y"}, headers=_auth(admin_token))
+    r = app_client.post(
+        f"{V1}/libraries/{lib}/documents", data={"x": "y"}, headers=_auth(admin_token)
+    )
     assert r.status_code in (415, 422)
 
 
-def test_batch_reports_bad_files_and_keeps_the_rest(app_client: TestClient, admin_token: str) -> None:
+def test_batch_reports_bad_files_and_keeps_the_rest(
+    app_client: TestClient, admin_token: str
+) -> None:
     lib = _library(app_client, admin_token)
-    r = _upload(app_client, admin_token, lib, ("good.txt", b"good content"), ("empty.txt", b""),
-                ("bin.exe", b"MZ\x90\x00" + b"\x00" * 100))
+    r = _upload(
+        app_client,
+        admin_token,
+        lib,
+        ("good.txt", b"good content"),
+        ("empty.txt", b""),
+        ("bin.exe", b"MZ\x90\x00" + b"\x00" * 100),
+    )
     assert r.status_code == 202
     statuses = {i["file"]: i["status"] for i in r.json()["items"]}
     assert statuses == {"good.txt": "queued", "empty.txt": "rejected", "bin.exe": "rejected"}
 
 
-def test_file_over_the_limit_is_refused_with_413_before_it_is_read(settings, admin_token: str) -> None:  # type: ignore[no-untyped-def]
+def test_file_over_the_limit_is_refused_with_413_before_it_is_read(
+    settings, admin_token: str
+) -> None:  # type: ignore[no-untyped-def]
     from api.app import create_app
 
     small = settings.model_copy(update={"max_upload_bytes": 1024})
@@ -161,7 +197,9 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_zip_keeps_folders_and_refuses_unsafe_entries(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_zip_keeps_folders_and_refuses_unsafe_entries(
+    app_client: TestClient, admin_token: str, settings
+) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -170,7 +208,7 @@ def test_zip_keeps_folders_and_refuses_unsafe_entries(app_client: TestClient, ad
         zf.writestr("../escape.txt", "nope")
         zf.writestr("/abs/path.txt", "nope")
         link = zipfile.ZipInfo("hr/link")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         zf.writestr(link, "/etc/passwd")
     r = _upload(app_client, admin_token, lib, ("company.zip", buf.getvalue()))
     assert r.status_code == 202, r.text
@@ -198,8 +236,10 @@ def test_zip_bomb_is_refused(app_client: TestClient, admin_token: str) -> None:
 
 def test_zip_with_5000_files(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token)
-    entries = {f"d{i // 500}/note-{i}.txt": f"note number {i} about topic {i % 37}".encode()
-               for i in range(5000)}
+    entries = {
+        f"d{i // 500}/note-{i}.txt": f"note number {i} about topic {i % 37}".encode()
+        for i in range(5000)
+    }
     r = _upload(app_client, admin_token, lib, ("many.zip", _zip(entries)))
     assert r.status_code == 202, r.text
     assert r.json()["queued"] == 5000
@@ -211,22 +251,36 @@ def test_zip_with_5000_files(app_client: TestClient, admin_token: str, settings)
             documents.mark_deleted(s, d)
 
 
-def test_extension_that_lies_is_read_as_what_it_is(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_extension_that_lies_is_read_as_what_it_is(
+    app_client: TestClient, admin_token: str, settings
+) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token)
-    r = _upload(app_client, admin_token, lib, ("report.pdf", b"# Real markdown\n\nNot a PDF at all.\n"))
+    r = _upload(
+        app_client, admin_token, lib, ("report.pdf", b"# Real markdown\n\nNot a PDF at all.\n")
+    )
     assert r.status_code == 202, r.text
     doc_id = r.json()["items"][0]["document_id"]
     doc = app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(admin_token)).json()
     assert doc["kind"] in ("md", "txt") and doc["filename"] == "report.pdf"
 
 
-def test_reingest_makes_a_new_version_and_requires_write(app_client: TestClient, admin_token: str) -> None:
+def test_reingest_makes_a_new_version_and_requires_write(
+    app_client: TestClient, admin_token: str
+) -> None:
     lib = _library(app_client, admin_token)
-    doc_id = _upload(app_client, admin_token, lib, ("a.txt", b"some text")).json()["items"][0]["document_id"]
+    doc_id = _upload(app_client, admin_token, lib, ("a.txt", b"some text")).json()["items"][0][
+        "document_id"
+    ]
     reader_id, reader = _user(app_client, admin_token, "reader2")
-    app_client.post(f"{V1}/libraries/{lib}/grants", json={"user_id": reader_id, "permission": "read"},
-                    headers=_auth(admin_token))
-    assert app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(reader)).status_code == 403
+    app_client.post(
+        f"{V1}/libraries/{lib}/grants",
+        json={"user_id": reader_id, "permission": "read"},
+        headers=_auth(admin_token),
+    )
+    assert (
+        app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(reader)).status_code
+        == 403
+    )
     assert app_client.delete(f"{V1}/documents/{doc_id}", headers=_auth(reader)).status_code == 403
     r = app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(admin_token))
     assert r.status_code == 202
@@ -234,4 +288,7 @@ def test_reingest_makes_a_new_version_and_requires_write(app_client: TestClient,
     # Another user without any grant cannot even learn that the document exists.
     _, stranger = _user(app_client, admin_token, "stranger")
     assert app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(stranger)).status_code == 404
-    assert app_client.get(f"{V1}/documents/{doc_id}/chunks", headers=_auth(stranger)).status_code == 404
+    assert (
+        app_client.get(f"{V1}/documents/{doc_id}/chunks", headers=_auth(stranger)).status_code
+        == 404
+    )

@@ -26,10 +26,16 @@ pytestmark = [
 def zhiku(settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO, env=settings_env(settings), capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"zhiku {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"zhiku {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -37,7 +43,9 @@ def _folder(tmp: Path) -> Path:
     root = tmp / "handbook"
     (root / "hr").mkdir(parents=True)
     (root / "hr" / "leave.md").write_text("# Annual leave\n\nStaff get 20 days of annual leave.\n")
-    (root / "报销制度.txt").write_text("差旅报销须在出差结束后十个工作日内提交。\n", encoding="utf-8")
+    (root / "报销制度.txt").write_text(
+        "差旅报销须在出差结束后十个工作日内提交。\n", encoding="utf-8"
+    )
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ntruncated")
     with zipfile.ZipFile(tmp / "more.zip", "w") as zf:
         zf.writestr("it/vpn.md", "# VPN\n\nUse the ZK-VPN-42 profile from home.")
@@ -45,14 +53,26 @@ def _folder(tmp: Path) -> Path:
 
 
 def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    out = zhiku(settings, "admin", "create-user", "boss", "--password", "a long passphrase", "--admin")
+    out = zhiku(
+        settings, "admin", "create-user", "boss", "--password", "a long passphrase", "--admin"
+    )
     assert "created admin boss" in out.stdout
     weak = zhiku(settings, "admin", "create-user", "weak", "--password", "123", check=False)
     assert weak.returncode == 1 and "password" in weak.stderr
 
     root = _folder(tmp_path)
-    proc = zhiku(settings, "ingest", str(root), str(tmp_path / "more.zip"), "--library", "Handbook",
-                 "--create", "--inline", "--json", check=False)
+    proc = zhiku(
+        settings,
+        "ingest",
+        str(root),
+        str(tmp_path / "more.zip"),
+        "--library",
+        "Handbook",
+        "--create",
+        "--inline",
+        "--json",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr  # one file failed: exit status says so
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["ready"] == 3 and summary["failed"] == 1 and summary["duplicates"] == 0
@@ -65,14 +85,18 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
         assert lib is not None and lib.id is not None
         docs, _ = documents.list_for_library(s, lib.id)
         assert {(d.folder, d.filename) for d in docs if d.status == DocStatus.ready} == {
-            ("handbook/hr", "leave.md"), ("handbook", "报销制度.txt"), ("more/it", "vpn.md")}
+            ("handbook/hr", "leave.md"),
+            ("handbook", "报销制度.txt"),
+            ("more/it", "vpn.md"),
+        }
     snap = LibraryReader(settings.indexes_dir, lib.id).current()
     assert snap is not None and snap.keywords.search(analyze("ZK-VPN-42"), 3)
     assert snap.keywords.search(analyze("差旅报销"), 3)
 
     # The same folder again: everything is a duplicate, nothing is ingested twice.
-    again = zhiku(settings, "ingest", str(root), "--library", "Handbook", "--inline", "--json",
-                  check=False)
+    again = zhiku(
+        settings, "ingest", str(root), "--library", "Handbook", "--inline", "--json", check=False
+    )
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["duplicates"] == 3 and summary["ready"] == 0
 
@@ -87,6 +111,7 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
 
 def test_unknown_library_without_create_is_a_clear_error(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "a.txt").write_text("x")
-    proc = zhiku(settings, "ingest", str(tmp_path / "a.txt"), "--library", "Nope", "--inline",
-                 check=False)
+    proc = zhiku(
+        settings, "ingest", str(tmp_path / "a.txt"), "--library", "Nope", "--inline", check=False
+    )
     assert proc.returncode != 0 and "--create" in (proc.stderr + proc.stdout)

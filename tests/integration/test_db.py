@@ -18,8 +18,14 @@ pytestmark = pytest.mark.integration
 
 def _new(lib_id: int, sha: str = "a" * 64) -> documents.NewDocument:
     return documents.NewDocument(
-        library_id=lib_id, sha256=sha, filename="a.txt", folder="f", size=3, kind="txt",
-        media_type="text/plain", created_by=None,
+        library_id=lib_id,
+        sha256=sha,
+        filename="a.txt",
+        folder="f",
+        size=3,
+        kind="txt",
+        media_type="text/plain",
+        created_by=None,
     )
 
 
@@ -70,9 +76,15 @@ def test_permissions_from_user_and_nested_group_grants(settings) -> None:  # typ
         s.flush()
         assert child.id is not None and dana.id is not None
         s.add(GroupMember(group_id=child.id, user_id=dana.id))
-        libraries.grant(s, lib1.id, Permission.read, user_id=dana.id, group_id=None, created_by=None)  # type: ignore[arg-type]
-        libraries.grant(s, lib1.id, Permission.write, user_id=None, group_id=child.id, created_by=None)  # type: ignore[arg-type]
-        libraries.grant(s, lib2.id, Permission.read, user_id=None, group_id=parent.id, created_by=None)  # type: ignore[arg-type]
+        libraries.grant(
+            s, lib1.id, Permission.read, user_id=dana.id, group_id=None, created_by=None
+        )  # type: ignore[arg-type]
+        libraries.grant(
+            s, lib1.id, Permission.write, user_id=None, group_id=child.id, created_by=None
+        )  # type: ignore[arg-type]
+        libraries.grant(
+            s, lib2.id, Permission.read, user_id=None, group_id=parent.id, created_by=None
+        )  # type: ignore[arg-type]
     with db.session_scope(settings) as s:
         perms = libraries.permissions_of(s, dana)
         assert perms == {lib1.id: Permission.write, lib2.id: Permission.read}

@@ -3,7 +3,6 @@ parsers and the bundled embedding model) ingests them into per-library indexes."
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -53,14 +52,18 @@ def _wait(settings, ids: list[int], timeout: float) -> dict[int, object]:  # typ
         if all(d is not None and d.status in TERMINAL for d in docs.values()):
             return docs  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            pending = {i: (d.filename, d.status) for i, d in docs.items()
-                       if d is not None and d.status not in TERMINAL}
+            pending = {
+                i: (d.filename, d.status)
+                for i, d in docs.items()
+                if d is not None and d.status not in TERMINAL
+            }
             raise AssertionError(f"not finished after {timeout}s: {pending}")
         time.sleep(0.5)
 
 
-def test_real_world_documents(app_client: TestClient, admin_token: str, settings, worker: WorkerProcess) -> None:  # type: ignore[no-untyped-def]
-    manifest = [json.loads(line) for line in (EVAL_DOCS / "manifest.jsonl").read_text().splitlines()]
+def test_real_world_documents(
+    app_client: TestClient, admin_token: str, settings, worker: WorkerProcess
+) -> None:  # type: ignore[no-untyped-def]
     paths = sorted(p for p in EVAL_DOCS.iterdir() if p.name != "manifest.jsonl")
     lib = _library(app_client, admin_token, "real-world")
     report = _upload_paths(app_client, admin_token, lib, paths)
@@ -74,12 +77,28 @@ def test_real_world_documents(app_client: TestClient, admin_token: str, settings
     outcome = {d.filename: d for d in docs.values()}  # type: ignore[attr-defined]
     assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive"
 
-    for name in ("layout-parser-paper-fast.pdf", "docx-tables.docx", "1. 股东会-会议通知.docx",
-                 "fake-power-point-table.pptx", "2023-half-year-analyses-by-segment.xlsx",
-                 "example-10k-1p.html", "codeblock.md", "norwich-city.txt", "fake-email-attachment.eml",
-                 "fake-email-attachment.msg", "winter-sports.epub", "fake.odt", "eng_spa_mult.rtf",
-                 "simple.doc", "fake-power-point.ppt", "tests-example.xls", "静静的顿河-wiki.html",
-                 "zh-test.md", "csv-with-long-lines.csv", "loremipsum-flat.pdf"):
+    for name in (
+        "layout-parser-paper-fast.pdf",
+        "docx-tables.docx",
+        "1. 股东会-会议通知.docx",
+        "fake-power-point-table.pptx",
+        "2023-half-year-analyses-by-segment.xlsx",
+        "example-10k-1p.html",
+        "codeblock.md",
+        "norwich-city.txt",
+        "fake-email-attachment.eml",
+        "fake-email-attachment.msg",
+        "winter-sports.epub",
+        "fake.odt",
+        "eng_spa_mult.rtf",
+        "simple.doc",
+        "fake-power-point.ppt",
+        "tests-example.xls",
+        "静静的顿河-wiki.html",
+        "zh-test.md",
+        "csv-with-long-lines.csv",
+        "loremipsum-flat.pdf",
+    ):
         doc = outcome[name]
         assert doc.status == DocStatus.ready, (name, doc.reason)
         assert doc.chunk_count > 0
@@ -107,7 +126,9 @@ def test_real_world_documents(app_client: TestClient, admin_token: str, settings
     assert len(snap.vectors) == len(snap.keywords) == n_ready
 
 
-def test_delete_removes_from_both_indexes(app_client: TestClient, admin_token: str, settings, worker: WorkerProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_from_both_indexes(
+    app_client: TestClient, admin_token: str, settings, worker: WorkerProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token, "deletions")
     a = tmp_path / "zebra.md"
     a.write_text("# Quagga report\n\nThe quagga XQ-7731 zebra is extinct since 1883.\n")
@@ -147,13 +168,17 @@ def test_delete_removes_from_both_indexes(app_client: TestClient, admin_token: s
 
 
 def _long_document(path: Path) -> Path:
-    paras = [f"Section {i}. " + " ".join(f"word{i}x{j} alpha beta gamma delta" for j in range(60))
-             for i in range(400)]
+    paras = [
+        f"Section {i}. " + " ".join(f"word{i}x{j} alpha beta gamma delta" for j in range(60))
+        for i in range(400)
+    ]
     path.write_text("\n\n".join(paras))
     return path
 
 
-def test_worker_killed_mid_document_is_finished_by_the_next(app_client: TestClient, admin_token: str, settings, worker: WorkerProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_worker_killed_mid_document_is_finished_by_the_next(
+    app_client: TestClient, admin_token: str, settings, worker: WorkerProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token, "crash")
     report = _upload_paths(app_client, admin_token, lib, [_long_document(tmp_path / "long.txt")])
     doc_id = report["items"][0]["document_id"]
@@ -182,7 +207,9 @@ def test_worker_killed_mid_document_is_finished_by_the_next(app_client: TestClie
     assert snap is not None and sorted(snap.chunk_ids.tolist()) == sorted(c.id for c in rows)
 
 
-def test_lost_queue_is_recovered_from_the_database(app_client: TestClient, admin_token: str, settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_lost_queue_is_recovered_from_the_database(
+    app_client: TestClient, admin_token: str, settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """Redis keeps nothing on disk: if it loses the queue, the reconciler re-enqueues."""
     redis.Redis.from_url(settings.redis_url).flushdb()
     lib = _library(app_client, admin_token, "lost")

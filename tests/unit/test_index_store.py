@@ -121,8 +121,14 @@ def test_grows_from_exact_to_ivf_with_high_recall(tmp_path: Path) -> None:
 def test_embedder_change_rebuilds(tmp_path: Path) -> None:
     _sync(tmp_path, [1, 2])
     r = sync_library(
-        tmp_path, 7, embedder="other", dim=DIM, wanted_ids=[1, 2],
-        wanted_tokens=[["a"], ["b"]], fetch_vectors=_vectors, exact_max=100,
+        tmp_path,
+        7,
+        embedder="other",
+        dim=DIM,
+        wanted_ids=[1, 2],
+        wanted_tokens=[["a"], ["b"]],
+        fetch_vectors=_vectors,
+        exact_max=100,
     )
     assert r.changed and r.manifest.embedder == "other"
     manifest = read_manifest(tmp_path, 7)
