@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     # Embedding and indexing
     embedder: str = Field("use-multilingual", description="use-multilingual | minilm | st:/dir")
     embed_batch_size: int = 32
-    embed_threads: int | None = Field(None, description="Threads for ingestion embedding")
+    embed_threads: int | None = Field(
+        1,
+        description="Threads per embedding call; on small machines one thread is faster (BLAS "
+        "threads spin against each other): scale with worker processes instead",
+    )
     exact_index_max: int = Field(
         50_000, description="Up to this many chunks a library uses exact FAISS search"
     )

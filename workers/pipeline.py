@@ -133,7 +133,7 @@ def _process(
     drafts = chunk_elements(
         parsed.elements,
         count_tokens=embedder.count_tokens,
-        max_tokens=settings.chunk_max_tokens,
+        max_tokens=min(settings.chunk_max_tokens, embedder.max_tokens),
         overlap_tokens=settings.chunk_overlap_tokens,
     )
     if not drafts:
