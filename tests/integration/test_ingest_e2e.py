@@ -170,7 +170,7 @@ def test_delete_removes_from_both_indexes(
 def _long_document(path: Path) -> Path:
     paras = [
         f"Section {i}. " + " ".join(f"word{i}x{j} alpha beta gamma delta" for j in range(60))
-        for i in range(400)
+        for i in range(150)
     ]
     path.write_text("\n\n".join(paras))
     return path

