@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.fsutil import atomic_write, fsync_dir
 from retrieval.keyword_index import KeywordIndex
 from retrieval.vector_index import VectorIndex
 
@@ -158,14 +159,8 @@ def _publish(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(lib)
-    fd, mtmp = tempfile.mkstemp(dir=lib, prefix=".manifest-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(manifest), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(mtmp, lib / MANIFEST)
-    _fsync_dir(lib)
+    fsync_dir(lib)
+    atomic_write(lib / MANIFEST, lambda f: f.write(json.dumps(asdict(manifest)).encode()))
     _prune(lib, keep=manifest.version)
 
 
@@ -191,15 +186,7 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(dirpath))
 
 
 class LibraryReader:

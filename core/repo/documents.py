@@ -45,19 +45,12 @@ def register(session: Session, new: NewDocument) -> Registered:
         return Registered(existing, duplicate=True)
     if existing is not None:
         doc = existing
-        doc.version += 1
         doc.filename = new.filename
         doc.folder = new.folder
         doc.kind = new.kind
         doc.media_type = new.media_type
-        doc.status = DocStatus.queued
-        doc.progress = 0.0
-        doc.reason = None
-        doc.attempts = 0
-        doc.claim = None
-        doc.chunk_count = 0
         doc.created_by = new.created_by
-        doc.updated_at = now
+        _start_new_version(doc, DocStatus.queued)
     else:
         doc = Document(
             library_id=new.library_id,
@@ -74,28 +67,6 @@ def register(session: Session, new: NewDocument) -> Registered:
     session.add(doc)
     session.flush()
     return Registered(doc, duplicate=False)
-
-
-def record_rejected(session: Session, new: NewDocument, reason: str) -> Document:
-    """Keep a row for a file refused at upload (e.g. unsupported), so the batch report lists it."""
-    existing = session.exec(
-        select(Document).where(Document.library_id == new.library_id, Document.sha256 == new.sha256)
-    ).first()
-    if existing is not None and existing.status != DocStatus.deleted:
-        return existing
-    doc = existing or Document(library_id=new.library_id, sha256=new.sha256, filename="")
-    doc.filename = new.filename
-    doc.folder = new.folder
-    doc.size = new.size
-    doc.kind = new.kind
-    doc.media_type = new.media_type
-    doc.created_by = new.created_by
-    doc.status = DocStatus.failed
-    doc.reason = reason
-    doc.updated_at = utcnow()
-    session.add(doc)
-    session.flush()
-    return doc
 
 
 def get(session: Session, document_id: int) -> Document | None:
@@ -194,12 +165,7 @@ def mark_deleted(session: Session, document: Document) -> None:
     """Delete a document: its chunks go at once (search hydrates from Chunk rows, so nothing of
     it can be returned any more); the index writer drops its vectors and keywords."""
     session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
-    document.status = DocStatus.deleted
-    document.version += 1
-    document.claim = None
-    document.chunk_count = 0
-    document.progress = 0.0
-    document.updated_at = utcnow()
+    _start_new_version(document, DocStatus.deleted)
     session.add(document)
     session.flush()
 
@@ -207,17 +173,23 @@ def mark_deleted(session: Session, document: Document) -> None:
 def requeue(session: Session, document: Document) -> None:
     """Re-ingest: a new version, processed from the stored original."""
     session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
-    document.version += 1
-    document.status = DocStatus.queued
-    document.progress = 0.0
-    document.reason = None
-    document.attempts = 0
-    document.claim = None
-    document.chunk_count = 0
-    document.enqueued_at = utcnow()
-    document.updated_at = utcnow()
+    _start_new_version(document, DocStatus.queued)
     session.add(document)
     session.flush()
+
+
+def _start_new_version(doc: Document, status: DocStatus) -> None:
+    """A new version invalidates every message, claim and chunk of the old one."""
+    now = utcnow()
+    doc.version += 1
+    doc.status = status
+    doc.progress = 0.0
+    doc.reason = None
+    doc.attempts = 0
+    doc.claim = None
+    doc.chunk_count = 0
+    doc.enqueued_at = now if status == DocStatus.queued else None
+    doc.updated_at = now
 
 
 def stalled(session: Session, lease_s: int, requeue_after_s: int) -> list[tuple[int, int]]:
