@@ -8,6 +8,7 @@ DEB_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-ut
 	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui redis-server redis-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_DOCS ?= ../shared/eval/docs
+BENCH_TEXT ?= ../shared/eval/covidqa_en/corpus.jsonl
 
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
@@ -66,8 +67,12 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Ingestion throughput against the raw embedder: on real-world files of every format (OCR
+# included) and on a text corpus (98 long articles).
 bench: install services
 	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS)
+	rm -rf .bench-text && $(BIN)/python scripts/corpus_to_files.py $(BENCH_TEXT) .bench-text
+	$(BIN)/zhiku bench ingest --docs .bench-text
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
