@@ -80,6 +80,9 @@ class DocumentOut(BaseModel):
     status: str
     progress: float
     reason: str | None
+    warnings: list[str] = Field(
+        default_factory=list, description="what parsing noticed without failing"
+    )
     version: int
     page_count: int | None
     chunk_count: int

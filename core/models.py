@@ -100,6 +100,7 @@ class Document(SQLModel, table=True):
     page_count: int | None = None
     chunk_count: int = 0
     parse_strategy: str = Field(default="", max_length=40)
+    warnings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_by: int | None = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

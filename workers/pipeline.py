@@ -128,6 +128,7 @@ def _process(
         PARSED,
         page_count=parsed.page_count,
         parse_strategy=parsed.strategy[:40],
+        warnings=[w[:500] for w in parsed.warnings[:20]],
     )
 
     drafts = chunk_elements(

@@ -35,13 +35,14 @@ class Registered:
 def register(session: Session, new: NewDocument) -> Registered:
     """Create the Document row, or report the existing one with the same content.
 
-    A document that was deleted comes back to life with a new version.
+    A document that was deleted comes back to life with a new version; one that failed is
+    tried again (uploading it again is how people retry).
     """
     existing = session.exec(
         select(Document).where(Document.library_id == new.library_id, Document.sha256 == new.sha256)
     ).first()
     now = utcnow()
-    if existing is not None and existing.status != DocStatus.deleted:
+    if existing is not None and existing.status not in (DocStatus.deleted, DocStatus.failed):
         return Registered(existing, duplicate=True)
     if existing is not None:
         doc = existing
@@ -185,6 +186,7 @@ def _start_new_version(doc: Document, status: DocStatus) -> None:
     doc.status = status
     doc.progress = 0.0
     doc.reason = None
+    doc.warnings = []
     doc.attempts = 0
     doc.claim = None
     doc.chunk_count = 0

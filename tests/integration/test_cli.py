@@ -47,6 +47,7 @@ def _folder(tmp: Path) -> Path:
         "差旅报销须在出差结束后十个工作日内提交。\n", encoding="utf-8"
     )
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ntruncated")
+    (root / "memo.pdf").write_text("Memo: the canteen closes at 14:00 on Fridays.\n")
     with zipfile.ZipFile(tmp / "more.zip", "w") as zf:
         zf.writestr("it/vpn.md", "# VPN\n\nUse the ZK-VPN-42 profile from home.")
     return root
@@ -75,7 +76,7 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
     )
     assert proc.returncode == 2, proc.stderr  # one file failed: exit status says so
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["ready"] == 3 and summary["failed"] == 1 and summary["duplicates"] == 0
+    assert summary["ready"] == 4 and summary["failed"] == 1 and summary["duplicates"] == 0
     assert summary["failures"][0]["file"].endswith("broken.pdf")
     assert summary["failures"][0]["reason"]
     assert summary["chunks"] >= 3 and summary["seconds"] > 0
@@ -87,8 +88,11 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
         assert {(d.folder, d.filename) for d in docs if d.status == DocStatus.ready} == {
             ("handbook/hr", "leave.md"),
             ("handbook", "报销制度.txt"),
+            ("handbook", "memo.pdf"),
             ("more/it", "vpn.md"),
         }
+        memo = next(d for d in docs if d.filename == "memo.pdf")
+        assert any("says .pdf" in w for w in memo.warnings), memo.warnings
     snap = LibraryReader(settings.indexes_dir, lib.id).current()
     assert snap is not None and snap.keywords.search(analyze("ZK-VPN-42"), 3)
     assert snap.keywords.search(analyze("差旅报销"), 3)
@@ -98,7 +102,8 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
         settings, "ingest", str(root), "--library", "Handbook", "--inline", "--json", check=False
     )
     summary = json.loads(again.stdout.strip().splitlines()[-1])
-    assert summary["duplicates"] == 3 and summary["ready"] == 0
+    # A file that failed is tried again (and fails again); the rest are duplicates.
+    assert summary["duplicates"] == 4 - 1 and summary["ready"] == 0 and summary["failed"] == 1
 
     # Rebuilding from the Chunk rows gives the same content under a new version.
     before = read_manifest(settings.indexes_dir, lib.id)

@@ -103,6 +103,15 @@ def test_register_detects_duplicates_and_revives_deleted(settings) -> None:  # t
         revived = documents.register(s, _new(lib.id))  # type: ignore[arg-type]
         assert not revived.duplicate and revived.document.id == first.document.id
         assert revived.document.version == 3 and revived.document.status == DocStatus.queued
+        doc_id = revived.document.id
+    assert doc_id is not None
+    with Session(db.get_engine(settings)) as s2:
+        assert documents.claim(s2, doc_id, 3, "w", lease_s=60)
+        assert documents.fail(s2, doc_id, "w", "corrupt")
+    with db.session_scope(settings) as s:
+        # Uploading a failed file again is a retry, not a duplicate.
+        retried = documents.register(s, _new(lib.id))  # type: ignore[arg-type]
+        assert not retried.duplicate and retried.document.version == 4
 
 
 def test_claims_are_exclusive_and_expire(settings) -> None:  # type: ignore[no-untyped-def]
