@@ -11,13 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from api import admission
 from api.multipart import ReceivedFile
 from core import db
-from core.models import DocStatus
-from core.repo import libraries
+from core.models import DocStatus, Document
+from core.repo import documents, libraries
 from core.settings import Settings, get_settings
 from core.storage import hash_stream
 from core.tasks import enqueue_ingest
 from workers.batch import run_inline
-from workers.pipeline import wait_for
 
 
 @dataclass
@@ -59,6 +58,11 @@ def _received(path: Path, name: str) -> ReceivedFile:
     with path.open("rb") as f:
         sha, size = hash_stream(f)
     return ReceivedFile(field="files", filename=name, path=path, size=size, sha256=sha)
+
+
+def _load(settings: Settings, ids: list[int]) -> dict[int, Document]:
+    with db.session_scope(settings) as session:
+        return {i: d for i in ids if (d := documents.get(session, i)) is not None}
 
 
 def _progress(json_out: bool) -> Progress:
@@ -121,18 +125,18 @@ def ingest_paths(
         {"file": i.file, "reason": i.reason or ""} for i in report.items if i.status == "rejected"
     ]
     names = {i.document_id: i.file for i in report.items if i.document_id is not None}
+    ids = [i for i, _ in queued]
     with _progress(quiet) as progress:
         task = progress.add_task("ingesting", total=len(queued))
         if inline:
             run_inline(settings, library_id, queued, on_done=lambda _: progress.advance(task))
-            docs = wait_for(settings, [i for i, _ in queued], timeout_s=0)
+            docs = _load(settings, ids)
         else:
             for doc_id, version in queued:
                 enqueue_ingest(doc_id, version, settings)
-            ids = [i for i, _ in queued]
             deadline = time.monotonic() + timeout
             while True:
-                docs = wait_for(settings, ids, timeout_s=0)
+                docs = _load(settings, ids)
                 done = sum(d.status in (DocStatus.ready, DocStatus.failed) for d in docs.values())
                 progress.update(task, completed=done)
                 if done == len(ids) or time.monotonic() > deadline:

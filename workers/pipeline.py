@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -239,22 +238,3 @@ def _heartbeat(settings: Settings, document_id: int, token: str) -> Iterator[Non
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def wait_for(
-    settings: Settings, ids: list[int], timeout_s: float, poll_s: float = 0.5
-) -> dict[int, Document]:
-    """Poll until every document is in a terminal state (for the CLI and tests)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with db.session_scope(settings) as session:
-            docs = {i: d for i in ids if (d := doc_repo.get(session, i)) is not None}
-        if (
-            all(
-                d.status in (DocStatus.ready, DocStatus.failed, DocStatus.deleted)
-                for d in docs.values()
-            )
-            or time.monotonic() > deadline
-        ):
-            return docs
-        time.sleep(poll_s)

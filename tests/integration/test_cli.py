@@ -120,3 +120,29 @@ def test_unknown_library_without_create_is_a_clear_error(settings, tmp_path: Pat
         settings, "ingest", str(tmp_path / "a.txt"), "--library", "Nope", "--inline", check=False
     )
     assert proc.returncode != 0 and "--create" in (proc.stderr + proc.stdout)
+
+
+def test_ingest_through_the_workers_waits_and_reports(settings, worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "faq.md").write_text("# FAQ\n\nThe help desk number is 8800.\n")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    proc = zhiku(
+        settings,
+        "ingest",
+        str(tmp_path / "faq.md"),
+        str(tmp_path / "empty.txt"),
+        "--library",
+        "Desk",
+        "--create",
+        "--json",
+        "--timeout",
+        "180",
+        check=False,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ready"] == 1 and summary["failed"] == 1, summary
+    assert summary["failures"] == [{"file": "empty.txt", "reason": "file is empty"}]
+    with db.session_scope(settings) as s:
+        lib = libraries.get_by_name(s, "Desk")
+        assert lib is not None and lib.id is not None
+    snap = LibraryReader(settings.indexes_dir, lib.id).current()
+    assert snap is not None and snap.keywords.search(analyze("help desk 8800"), 3)
