@@ -30,13 +30,6 @@ class OriginalStore:
                 atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, CHUNK))
         return dest
 
-    def put_bytes(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
-        dest = self.path_for(sha)
-        if not dest.is_file():
-            atomic_write(dest, lambda out: out.write(data))
-        return sha
-
     def read(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
 

@@ -8,7 +8,6 @@ from core.settings import Settings, get_settings
 
 INGEST_DOCUMENT = "zhiku.ingest_document"
 SYNC_INDEX = "zhiku.sync_index"
-RECONCILE = "zhiku.reconcile"
 INGEST_QUEUE = "zhiku"
 
 _apps: dict[str, Celery] = {}

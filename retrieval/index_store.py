@@ -174,10 +174,6 @@ def _prune(lib: Path, keep: int) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def drop_library(root: Path, library_id: int) -> None:
-    shutil.rmtree(library_dir(root, library_id), ignore_errors=True)
-
-
 def _fsync_tree(path: Path) -> None:
     for dirpath, _dirs, files in os.walk(path):
         for name in files:

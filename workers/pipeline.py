@@ -73,6 +73,7 @@ def ingest_document(
     sync_index: bool = True,
 ) -> JobResult:
     token = uuid.uuid4().hex
+    embedder = embedder or ingestion_embedder(settings)
     with Session(db.get_engine(settings), expire_on_commit=False) as session:
         if not doc_repo.claim(session, document_id, version, token, settings.lease_seconds):
             doc = doc_repo.get(session, document_id)
@@ -86,9 +87,7 @@ def ingest_document(
         assert doc is not None
         try:
             with _heartbeat(settings, document_id, token):
-                n = _process(
-                    settings, session, doc, token, embedder or ingestion_embedder(settings)
-                )
+                n = _process(settings, session, doc, token, embedder)
         except ClaimLost:
             return JobResult(Outcome.skipped, document_id)
         except BadDocument as exc:
@@ -105,7 +104,7 @@ def ingest_document(
             _record_failure(settings, session, document_id, token, reason)
             return JobResult(Outcome.failed, document_id, reason=reason)
     if sync_index:
-        sync_library_index(settings, doc.library_id, embedder or ingestion_embedder(settings))
+        sync_library_index(settings, doc.library_id, embedder)
     return JobResult(Outcome.ready, document_id, chunks=n)
 
 

@@ -13,10 +13,10 @@ from sqlalchemy.exc import OperationalError
 from core import db
 from core.errors import TransientFault
 from core.settings import get_settings
-from core.tasks import INGEST_DOCUMENT, RECONCILE, SYNC_INDEX, celery_app
+from core.tasks import INGEST_DOCUMENT, SYNC_INDEX, celery_app
 from workers.indexing import sync_library_index
 from workers.pipeline import Outcome, ingest_document, ingestion_embedder
-from workers.reconcile import Reconciler, reconcile_once
+from workers.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -51,11 +51,6 @@ def ingest_document_task(self: Task, document_id: int, version: int) -> dict[str
 )
 def sync_index_task(library_id: int) -> int:
     return sync_library_index(settings, library_id, ingestion_embedder(settings)).manifest.version
-
-
-@app.task(name=RECONCILE)
-def reconcile_task() -> int:
-    return reconcile_once(settings)
 
 
 @worker_process_init.connect
