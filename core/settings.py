@@ -43,6 +43,26 @@ class Settings(BaseSettings):
         50_000, description="Up to this many chunks a library uses exact FAISS search"
     )
 
+    # Search
+    search_top_k: int = Field(5, description="Passages returned when the caller gives no top_k")
+    search_max_top_k: int = 50
+    search_candidates: int = Field(
+        50, description="Candidates each ranker contributes per library before fusion"
+    )
+    search_weights: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "zh": {"dense": 1.0, "bm25": 1.0},
+            "en": {"dense": 1.0, "bm25": 1.0},
+        },
+        description="Reciprocal-rank-fusion weight of each ranker, by query language",
+    )
+    search_threads: int = Field(1, description="FAISS threads per query (1 on small machines)")
+    max_query_chars: int = 2000
+    reranker: str = Field(
+        "", description="Cross-encoder directory (sentence-transformers); empty = no rerank"
+    )
+    rerank_candidates: int = Field(20, description="Fused passages the reranker re-scores")
+
     # Work queue
     task_max_retries: int = 5
     lease_seconds: int = Field(120, description="A document not touched for this long is stalled")

@@ -60,7 +60,13 @@ class ChunkDraft:
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrieved chunk with provenance, as ranking hands it to answering."""
+    """A retrieved passage with provenance, as ranking hands it to answering.
+
+    A passage is one chunk or several adjacent chunks of one document merged; `chunk_id` is the
+    best-ranked of them, `chunk_ids` all of them in document order. `scores` holds each
+    ranker's raw score (dense cosine, BM25) and `score` the fused one. `duplicate_chunk_ids`
+    are lower-ranked chunks collapsed into this passage as near-duplicates.
+    """
 
     chunk_id: int
     document_id: int
@@ -72,3 +78,6 @@ class Passage:
     page_end: int | None
     score: float
     scores: dict[str, float] = field(default_factory=dict)
+    chunk_ids: list[int] = field(default_factory=list)
+    library_name: str = ""
+    duplicate_chunk_ids: list[int] = field(default_factory=list)

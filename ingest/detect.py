@@ -414,6 +414,10 @@ def _looks_like_text(head: bytes) -> bool:
     if not text:
         return False
     bad = sum(1 for ch in text if (ord(ch) < 32 and ch not in "\t\n\r\f\v\x1b") or ch == "\ufffd")
+    if enc.replace("_", "-").lower() in ("utf-8", "utf-8-sig", "ascii"):
+        # U+FFFD written into a UTF-8 file (text that went through a lossy conversion once)
+        # is text, not a decoding failure.
+        bad -= sample.count("\ufffd".encode())
     return bad / len(text) < 0.02
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "available_cores",
     "clear_embedder_cache",
     "load_embedder",
+    "refresh_thread_controller",
+    "thread_limit",
 ]
 
 Dtype = Literal["fp32", "bf16"]
@@ -116,13 +118,13 @@ def _controller() -> Any:
     return _threadpool_controller
 
 
-def _refresh_controller() -> None:
+def refresh_thread_controller() -> None:
     global _threadpool_controller
     _threadpool_controller = None
 
 
 @contextmanager
-def _thread_limit(threads: int, *, use_torch: bool) -> Iterator[None]:
+def thread_limit(threads: int, *, use_torch: bool) -> Iterator[None]:
     """Run the body with `threads` compute threads, then restore the previous settings."""
     with _COMPUTE_LOCK, _controller().limit(limits=threads):
         if not use_torch:
@@ -224,7 +226,7 @@ class UseMultilingualEmbedder:
         self._sp: Any = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
         self._use._sp = self._sp
         # Load the weights now (not on the first query) and check the shape.
-        _refresh_controller()
+        refresh_thread_controller()
         warm = self.embed(["warm-up"])
         if warm.shape != (1, self.dim):
             raise RuntimeError(f"USE returned shape {warm.shape}, expected (1, {self.dim})")
@@ -239,7 +241,7 @@ class UseMultilingualEmbedder:
         bs = batch_size or self.batch_size
 
         def encode_batch(batch: list[str]) -> np.ndarray:
-            with _thread_limit(self.threads, use_torch=False):
+            with thread_limit(self.threads, use_torch=False):
                 return np.asarray(self._use.encode(batch), dtype=np.float32)
 
         return _embed_batched(items, self.dim, bs, encode_batch)
@@ -285,7 +287,7 @@ class SentenceTransformerEmbedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        _refresh_controller()  # torch brings its own OpenMP runtime
+        refresh_thread_controller()  # torch brings its own OpenMP runtime
         self.model_dir = model_dir.resolve()
         self.name = name or self.model_dir.name.lower()
         self.device = device
@@ -293,7 +295,7 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.dtype: Dtype = dtype
         torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-        with _thread_limit(self.threads, use_torch=True):
+        with thread_limit(self.threads, use_torch=True):
             self._model: SentenceTransformer = SentenceTransformer(
                 str(self.model_dir),
                 device=device,
@@ -342,7 +344,7 @@ class SentenceTransformerEmbedder:
         bs = batch_size or self.batch_size
 
         def encode_batch(batch: list[str]) -> np.ndarray:
-            with _thread_limit(self.threads, use_torch=True), torch.inference_mode():
+            with thread_limit(self.threads, use_torch=True), torch.inference_mode():
                 out = self._model.encode(
                     batch,
                     batch_size=len(batch),

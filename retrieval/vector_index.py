@@ -15,6 +15,12 @@ FLAT = "flat"
 IVF = "ivf"
 
 
+def set_search_threads(threads: int) -> None:
+    """FAISS's OpenMP threads for this process. One query on a small machine is fastest on one
+    thread (several spin against each other); batch index builds may use more."""
+    faiss.omp_set_num_threads(max(1, threads))
+
+
 def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 

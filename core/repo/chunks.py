@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
-from core.models import Chunk, DocStatus, Document, utcnow
+from core.models import Chunk, DocStatus, Document, Library, utcnow
 from core.types import ChunkDraft
 
 INDEXABLE = (DocStatus.indexing, DocStatus.ready)
@@ -111,20 +111,35 @@ def mark_ready(session: Session, docs: Iterable[tuple[int, int]]) -> int:
     return n
 
 
-def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
-    """Current chunks by id; ids of deleted or superseded chunks are simply absent."""
+@dataclass(frozen=True)
+class ChunkWithSource:
+    chunk: Chunk
+    filename: str
+    folder: str
+    library_name: str
+
+
+def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, ChunkWithSource]:
+    """Current chunks by id, with their document's name and library's name. Ids of deleted or
+    superseded chunks (document not ready, or an older version) are simply absent, so a search
+    served from a not-yet-republished snapshot never returns them."""
     if not chunk_ids:
         return {}
     rows = session.exec(
-        select(Chunk)
+        select(Chunk, Document.filename, Document.folder, Library.name)
         .join(Document, col(Document.id) == col(Chunk.document_id))
+        .join(Library, col(Library.id) == col(Chunk.library_id))
         .where(
             col(Chunk.id).in_(list(chunk_ids)),
             col(Document.status) == DocStatus.ready,
             col(Chunk.doc_version) == col(Document.version),
         )
     )
-    return {c.id: c for c in rows if c.id is not None}
+    return {
+        c.id: ChunkWithSource(c, filename, folder, lib)
+        for c, filename, folder, lib in rows
+        if c.id is not None
+    }
 
 
 def for_document(session: Session, document_id: int) -> list[Chunk]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound, ZhikuError
@@ -62,6 +64,19 @@ def permissions_of(session: Session, user: User) -> dict[int, Permission]:
         if cur is None or PERMISSION_RANK[perm] > PERMISSION_RANK[cur]:
             best[grant.library_id] = perm
     return best
+
+
+def readable_ids(session: Session, user: User, requested: Sequence[int] | None = None) -> list[int]:
+    """The libraries a search by `user` covers: `requested` when every one is readable, else
+    all readable ones. A requested library the user may not read is reported exactly like one
+    that does not exist (NotFound), so its existence does not leak."""
+    readable = set(permissions_of(session, user))
+    if not requested:
+        return sorted(readable)
+    for library_id in requested:
+        if library_id not in readable:
+            raise NotFound(f"library {library_id} not found")
+    return sorted(set(requested))
 
 
 def permission_on(session: Session, user: User, library_id: int) -> Permission | None:

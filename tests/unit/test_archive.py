@@ -22,8 +22,7 @@ from ingest.archive import (
 MiB = 1024**2
 
 
-def _write(path: Path, members: dict[str, bytes],
-           compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def _write(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
     with zipfile.ZipFile(path, "w", compression=compression) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
@@ -39,9 +38,14 @@ def _skips(items: list[ArchiveMember]) -> dict[str, str]:
 
 
 def test_plain_archive_with_folders(tmp_path: Path) -> None:
-    z = _write(tmp_path / "lib.zip", {
-        "readme.txt": b"hello", "policies/hr/leave.md": b"# Leave", "policies/": b"",
-    })
+    z = _write(
+        tmp_path / "lib.zip",
+        {
+            "readme.txt": b"hello",
+            "policies/hr/leave.md": b"# Leave",
+            "policies/": b"",
+        },
+    )
     items = list(iter_zip_members(z))
     assert _files(items) == {"readme.txt": b"hello", "policies/hr/leave.md": b"# Leave"}
     leave = next(m for m in items if m.filename == "leave.md")
@@ -50,10 +54,17 @@ def test_plain_archive_with_folders(tmp_path: Path) -> None:
 
 
 def test_traversal_and_absolute_names_are_skipped(tmp_path: Path) -> None:
-    z = _write(tmp_path / "evil.zip", {
-        "../../etc/passwd": b"x", "/abs/path.txt": b"x", "C:/Windows/win.ini": b"x",
-        "a/../../up.txt": b"x", "..\\..\\win.txt": b"x", "ok/fine.txt": b"fine",
-    })
+    z = _write(
+        tmp_path / "evil.zip",
+        {
+            "../../etc/passwd": b"x",
+            "/abs/path.txt": b"x",
+            "C:/Windows/win.ini": b"x",
+            "a/../../up.txt": b"x",
+            "..\\..\\win.txt": b"x",
+            "ok/fine.txt": b"fine",
+        },
+    )
     items = list(iter_zip_members(z))
     assert _files(items) == {"ok/fine.txt": b"fine"}
     skipped = [m for m in items if m.skipped]
@@ -75,10 +86,17 @@ def test_symlink_entries_are_skipped(tmp_path: Path) -> None:
 
 
 def test_system_files_and_nested_archives_are_skipped(tmp_path: Path) -> None:
-    z = _write(tmp_path / "mac.zip", {
-        "__MACOSX/._a.txt": b"x", "folder/.DS_Store": b"x", "folder/._b.txt": b"x",
-        "Thumbs.db": b"x", "inner.zip": b"PK\x05\x06" + b"\x00" * 18, "a.txt": b"a",
-    })
+    z = _write(
+        tmp_path / "mac.zip",
+        {
+            "__MACOSX/._a.txt": b"x",
+            "folder/.DS_Store": b"x",
+            "folder/._b.txt": b"x",
+            "Thumbs.db": b"x",
+            "inner.zip": b"PK\x05\x06" + b"\x00" * 18,
+            "a.txt": b"a",
+        },
+    )
     items = list(iter_zip_members(z))
     assert _files(items) == {"a.txt": b"a"}
     codes = _skips(items)
@@ -110,8 +128,10 @@ def test_total_size_bomb_is_refused(tmp_path: Path) -> None:
 def test_member_larger_than_limit_is_skipped_not_fatal(tmp_path: Path) -> None:
     import random
 
-    z = _write(tmp_path / "one-big.zip", {"big.bin": random.Random(2).randbytes(3 * MiB),
-                                          "small.txt": b"ok"})
+    z = _write(
+        tmp_path / "one-big.zip",
+        {"big.bin": random.Random(2).randbytes(3 * MiB), "small.txt": b"ok"},
+    )
     items = list(iter_zip_members(z, max_member_bytes=1 * MiB))
     assert _files(items) == {"small.txt": b"ok"}
     assert _skips(items) == {"big.bin": "too_large"}
@@ -147,8 +167,10 @@ def test_too_many_members(tmp_path: Path) -> None:
 
 
 def test_five_thousand_files_stream_one_at_a_time(tmp_path: Path) -> None:
-    z = _write(tmp_path / "5k.zip", {f"dept{i % 50}/doc{i}.txt": f"document {i}".encode()
-                                     for i in range(5000)})
+    z = _write(
+        tmp_path / "5k.zip",
+        {f"dept{i % 50}/doc{i}.txt": f"document {i}".encode() for i in range(5000)},
+    )
     count = 0
     with open_zip(z) as archive:
         assert len(archive.members) == 5000 and not archive.skipped
@@ -168,15 +190,54 @@ def _raw_zip(entries: list[tuple[bytes, bytes, bytes]]) -> bytes:
     out, central = bytearray(), bytearray()
     for name, extra, data in entries:
         crc, offset = zlib.crc32(data), len(out)
-        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data),
-                           len(data), len(name), len(extra)) + name + extra + data
-        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc,
-                               len(data), len(data), len(name), len(extra), 0, 0, 0, 0,
-                               offset) + name + extra
+        out += (
+            struct.pack(
+                "<4sHHHHHIIIHH",
+                b"PK\x03\x04",
+                20,
+                0,
+                0,
+                0,
+                0,
+                crc,
+                len(data),
+                len(data),
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+            + data
+        )
+        central += (
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                0,
+                0,
+                0,
+                crc,
+                len(data),
+                len(data),
+                len(name),
+                len(extra),
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + name
+            + extra
+        )
     start = len(out)
     out += central
-    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
-                       len(central), start, 0)
+    out += struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), start, 0
+    )
     return bytes(out)
 
 

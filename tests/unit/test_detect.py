@@ -33,10 +33,26 @@ def _manifest() -> list[dict[str, str]]:
 
 # What each eval file really is (content, not just its name).
 EXPECTED_KIND = {
-    "docx": "docx", "xlsx": "xlsx", "pptx": "pptx", "doc": "doc", "ppt": "ppt", "xls": "xls",
-    "pdf": "pdf", "odt": "odt", "rtf": "rtf", "epub": "epub", "csv": "csv", "html": "html",
-    "md": "md", "txt": "txt", "eml": "eml", "msg": "msg", "jpeg": "jpg", "jpg": "jpg",
-    "tiff": "tiff", "heic": "heic",
+    "docx": "docx",
+    "xlsx": "xlsx",
+    "pptx": "pptx",
+    "doc": "doc",
+    "ppt": "ppt",
+    "xls": "xls",
+    "pdf": "pdf",
+    "odt": "odt",
+    "rtf": "rtf",
+    "epub": "epub",
+    "csv": "csv",
+    "html": "html",
+    "md": "md",
+    "txt": "txt",
+    "eml": "eml",
+    "msg": "msg",
+    "jpeg": "jpg",
+    "jpg": "jpg",
+    "tiff": "tiff",
+    "heic": "heic",
 }
 
 
@@ -65,8 +81,11 @@ def test_empty_file() -> None:
     [
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "report.pdf", "ELF executable"),
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "tool", "ELF executable"),
-        (b"MZ\x90\x00" + b"\x00" * 56 + b"\x80\x00\x00\x00" + b"\x00" * 64 + b"PE\x00\x00",
-         "setup.exe", "Windows executable"),
+        (
+            b"MZ\x90\x00" + b"\x00" * 56 + b"\x80\x00\x00\x00" + b"\x00" * 64 + b"PE\x00\x00",
+            "setup.exe",
+            "Windows executable",
+        ),
         (b"\x1f\x8b\x08\x00" + b"\x00" * 20, "data.docx", "gzip"),
         (b"Rar!\x1a\x07\x00" + b"\x00" * 20, "x.rar", "RAR"),
     ],
@@ -161,3 +180,9 @@ def test_decode_text_cp1252_umlauts_are_not_taken_for_chinese() -> None:
 def test_decode_text_never_fails() -> None:
     assert isinstance(decode_text(bytes(range(256))), str)
     assert decode_text(b"\x81\x8d\x8f\x90\x9d") == "\x81\x8d\x8f\x90\x9d"  # cp1252 holes
+
+
+def test_utf8_text_with_literal_replacement_characters_is_text() -> None:
+    # Text that went through a lossy conversion once: U+FFFD is written in it, as UTF-8.
+    text = "\ufffd\ufffd宣言」倡議全球的資訊科技業者抵制第二屆世界互聯網大會。[39]"
+    assert detect_type(text.encode("utf-8"), "news.txt") == "txt"

@@ -110,8 +110,9 @@ def test_every_eval_document(entry: dict[str, Any]) -> None:
         assert EDGE_BUT_READABLE[name] in text_of(result)
     if name.endswith(".pdf"):
         assert result.page_count and result.page_count >= 1
-        assert all(e.page is not None and 1 <= e.page <= result.page_count
-                   for e in result.elements), "every PDF element has a page"
+        assert all(
+            e.page is not None and 1 <= e.page <= result.page_count for e in result.elements
+        ), "every PDF element has a page"
     if entry["kind"].startswith("image"):
         assert result.strategy == "ocr_only"
         assert {e.page for e in result.elements} == {1}
@@ -150,7 +151,10 @@ def test_pdf_empty_pages_are_just_empty() -> None:
 def test_rotated_page_reads_as_lines() -> None:
     doc = parsed("rotated-page-90.pdf")
     assert [e.text for e in doc.elements] == [
-        "Hello World Test Text", "Second line of text here", "Rotated page fixture"]
+        "Hello World Test Text",
+        "Second line of text here",
+        "Rotated page fixture",
+    ]
 
 
 def test_docx_tables_keep_header_row_and_html() -> None:
@@ -187,13 +191,17 @@ def test_pptx_slides_are_pages_and_titles_have_levels() -> None:
 def test_markdown_titles_have_levels() -> None:
     doc = parsed("zh-test.md")
     assert [(e.text, e.level) for e in doc.elements if e.category == "Title"][:2] == [
-        ("标题1", 2), ("标题2", 1)]
+        ("标题1", 2),
+        ("标题2", 1),
+    ]
 
 
 def test_legacy_office_via_libreoffice() -> None:
-    for name, needle in [("simple.doc", "These are a few of my favorite things"),
-                         ("fake-power-point.ppt", "Adding a Bullet Slide"),
-                         ("tests-example.xls", "MC | Multiple Choice")]:
+    for name, needle in [
+        ("simple.doc", "These are a few of my favorite things"),
+        ("fake-power-point.ppt", "Adding a Bullet Slide"),
+        ("tests-example.xls", "MC | Multiple Choice"),
+    ]:
         doc = parsed(name)
         assert doc.strategy == "libreoffice+fast", name
         assert needle in text_of(doc), name
@@ -384,11 +392,13 @@ def test_multi_frame_tiff_every_frame_is_a_page_and_pages_are_capped() -> None:
     assert any("only the first 2 of 3" in w for w in doc.warnings)
 
 
-def test_without_tesseract_scans_fail_clearly(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_without_tesseract_scans_fail_clearly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing to find
-    with pytest.raises(BadDocument,
-                       match="scanned document, OCR not available: install tesseract-ocr"):
+    with pytest.raises(
+        BadDocument, match="scanned document, OCR not available: install tesseract-ocr"
+    ):
         parse_document((DOCS / "loremipsum-flat.pdf").read_bytes(), "scan.pdf")
     with pytest.raises(BadDocument, match="OCR not available: install tesseract-ocr"):
         parse_document((DOCS / "chi_sim_image.jpeg").read_bytes(), "photo.jpg")

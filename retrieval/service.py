@@ -1,0 +1,176 @@
+"""The search service: query → passages with provenance, over the libraries a caller may read.
+
+The caller (api, cli) decides which libraries may be searched; this service opens only those
+libraries' index snapshots, so nothing about another library can influence the result. Steps:
+hybrid ranking (dense + BM25, fused with the query language's weights) → hydration from the
+database (chunks of deleted or superseded documents dropped) → optional cross-encoder rerank →
+adjacent chunks of one document merged → near-duplicates collapsed → top k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from sqlmodel import Session
+
+from core.errors import ZhikuError
+from core.repo import chunks as chunk_repo
+from core.settings import Settings
+from core.types import Passage
+from retrieval.analyzer import query_language
+from retrieval.embedders import Embedder, load_embedder
+from retrieval.hybrid import DENSE, KEYWORD, HybridSearcher
+from retrieval.passages import RankedChunk, collapse_near_duplicates, merge_adjacent
+from retrieval.rerank import RERANK, Reranker, load_reranker
+from retrieval.vector_index import set_search_threads
+
+MODES: dict[str, tuple[str, ...]] = {
+    "dense": (DENSE,),
+    "bm25": (KEYWORD,),
+    "hybrid": (DENSE, KEYWORD),
+}
+#: Chunks fetched per requested passage, so that merging, de-duplication and dropping deleted
+#: documents still leave `top_k` passages.
+OVERFETCH = 3
+
+
+class BadQuery(ZhikuError):
+    def __init__(self, message: str):
+        super().__init__(message, code="bad_query", status=422)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    language: str
+    mode: str
+    reranked: bool
+    passages: list[Passage]
+    took_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    """One per process: holds the query encoder, the optional reranker and index readers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        reranker: Reranker | None = None,
+    ):
+        self.settings = settings
+        set_search_threads(settings.search_threads)
+        self.embedder = embedder or load_embedder(settings.embedder, threads=1)
+        self.reranker = reranker if reranker is not None else load_reranker(settings.reranker)
+        self.searcher = HybridSearcher(settings.indexes_dir, self.embedder)
+
+    def check_query(self, query: str) -> str:
+        query = " ".join(query.split())
+        if not query:
+            raise BadQuery("the query is empty; type a question or some keywords")
+        if len(query) > self.settings.max_query_chars:
+            raise BadQuery(
+                f"the query is {len(query)} characters long; the limit is "
+                f"{self.settings.max_query_chars}. Shorten it to the question itself."
+            )
+        return query
+
+    def search(
+        self,
+        session: Session,
+        query: str,
+        library_ids: Sequence[int],
+        *,
+        top_k: int | None = None,
+        mode: str = "hybrid",
+        rerank: bool | None = None,
+    ) -> SearchResult:
+        """Passages for `query` from exactly `library_ids` (already permission-checked).
+
+        `rerank`: None = rerank when a reranker is configured; True without one is an error.
+        """
+        started = time.perf_counter()
+        query = self.check_query(query)
+        if mode not in MODES:
+            raise BadQuery(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        k = top_k if top_k is not None else self.settings.search_top_k
+        if not 1 <= k <= self.settings.search_max_top_k:
+            raise BadQuery(f"top_k must be between 1 and {self.settings.search_max_top_k}")
+        if rerank and self.reranker is None:
+            raise BadQuery("no reranker is installed; set ZHIKU_RERANKER to a local model")
+        lang = query_language(query)
+        # A reranker serves the languages it was trained on; others keep the fused order.
+        use_rerank = (
+            self.reranker is not None and rerank is not False and lang in self.reranker.languages
+        )
+        weights = self.settings.search_weights.get(lang)
+        fetch = max(k * OVERFETCH, self.settings.rerank_candidates if use_rerank else 0)
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        hits = self.searcher.search(
+            query,
+            library_ids,
+            top_k=fetch,
+            candidates=max(self.settings.search_candidates, fetch),
+            weights=weights,
+            modes=MODES[mode],
+        )
+        timings["rank"] = _ms(t)
+
+        t = time.perf_counter()
+        rows = chunk_repo.by_ids(session, [h.chunk_id for h in hits])
+        ranked = [
+            RankedChunk(
+                chunk_id=h.chunk_id,
+                document_id=row.chunk.document_id,
+                library_id=row.chunk.library_id,
+                ordinal=row.chunk.ordinal,
+                text=row.chunk.text,
+                title=row.filename,
+                heading_path=list(row.chunk.heading_path),
+                page_start=row.chunk.page_start,
+                page_end=row.chunk.page_end,
+                score=h.score,
+                scores=dict(h.scores),
+                library_name=row.library_name,
+            )
+            for h in hits
+            if (row := rows.get(h.chunk_id)) is not None
+        ]
+        timings["hydrate"] = _ms(t)
+
+        if use_rerank and self.reranker is not None and ranked:
+            t = time.perf_counter()
+            ranked = self._rerank(query, ranked)
+            timings["rerank"] = _ms(t)
+
+        passages = collapse_near_duplicates(merge_adjacent(ranked))[:k]
+        return SearchResult(
+            query=query,
+            language=lang,
+            mode=mode,
+            reranked=use_rerank,
+            passages=passages,
+            took_ms=_ms(started),
+            timings_ms=timings,
+        )
+
+    def _rerank(self, query: str, ranked: list[RankedChunk]) -> list[RankedChunk]:
+        assert self.reranker is not None
+        head = ranked[: self.settings.rerank_candidates]
+        scores = self.reranker.score(query, [c.text for c in head])
+        rescored = [
+            replace(c, score=s, scores={**c.scores, RERANK: s})
+            for c, s in zip(head, scores, strict=True)
+        ]
+        # Only the re-scored head goes on: its scores are not comparable with fused ones.
+        return sorted(rescored, key=lambda c: -c.score)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
