@@ -51,15 +51,18 @@ class Settings(BaseSettings):
     )
     search_weights: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {
-            "zh": {"dense": 1.0, "bm25": 1.0},
-            "en": {"dense": 1.0, "bm25": 1.0},
+            "zh": {"dense": 0.5, "bm25": 1.0},
+            "en": {"dense": 0.5, "bm25": 1.0},
         },
-        description="Reciprocal-rank-fusion weight of each ranker, by query language",
+        description="Reciprocal-rank-fusion weight of each ranker, by query language "
+        "(tuned on the development sets, see docs/adr/0004-fusion-and-reranking.md)",
     )
     search_threads: int = Field(1, description="FAISS threads per query (1 on small machines)")
     max_query_chars: int = 2000
     reranker: str = Field(
-        "", description="Cross-encoder directory (sentence-transformers); empty = no rerank"
+        "ms-marco-en",
+        description="Cross-encoder: 'ms-marco-en' (bundled, English queries only), "
+        "'onnx:/dir', 'st:/dir', or empty for no reranking",
     )
     rerank_candidates: int = Field(20, description="Fused passages the reranker re-scores")
 

@@ -10,6 +10,7 @@ adjacent chunks of one document merged → near-duplicates collapsed → top k.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -69,7 +70,8 @@ class Retriever:
         self.searcher = HybridSearcher(settings.indexes_dir, self.embedder)
 
     def check_query(self, query: str) -> str:
-        query = " ".join(query.split())
+        """The query with full-width forms folded (NFKC) and white space collapsed."""
+        query = " ".join(unicodedata.normalize("NFKC", query).split())
         if not query:
             raise BadQuery("the query is empty; type a question or some keywords")
         if len(query) > self.settings.max_query_chars:
@@ -161,15 +163,30 @@ class Retriever:
         )
 
     def _rerank(self, query: str, ranked: list[RankedChunk]) -> list[RankedChunk]:
+        """Re-order the head of the fused list by the reranker's scores.
+
+        The reranker only judges passages in its languages: the others (Chinese passages
+        under an English-only reranker) keep their fused positions, and the judged ones are
+        sorted into the remaining positions. Only the head goes on, so every returned chunk
+        was seen by the reranker or deliberately kept in place.
+        """
         assert self.reranker is not None
         head = ranked[: self.settings.rerank_candidates]
-        scores = self.reranker.score(query, [c.text for c in head])
-        rescored = [
-            replace(c, score=s, scores={**c.scores, RERANK: s})
-            for c, s in zip(head, scores, strict=True)
+        judged = [
+            i for i, c in enumerate(head) if query_language(c.text) in self.reranker.languages
         ]
-        # Only the re-scored head goes on: its scores are not comparable with fused ones.
-        return sorted(rescored, key=lambda c: -c.score)
+        scores = self.reranker.score(query, [head[i].text for i in judged])
+        rescored = sorted(
+            (
+                replace(head[i], score=s, scores={**head[i].scores, RERANK: s})
+                for i, s in zip(judged, scores, strict=True)
+            ),
+            key=lambda c: -c.score,
+        )
+        out = list(head)
+        for slot, chunk in zip(judged, rescored, strict=True):
+            out[slot] = chunk
+        return out
 
 
 def _ms(since: float) -> float:

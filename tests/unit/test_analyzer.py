@@ -1,4 +1,6 @@
-from retrieval.analyzer import analyze, normalize
+import pytest
+
+from retrieval.analyzer import analyze, normalize, query_language
 
 
 def test_fullwidth_folds_to_halfwidth() -> None:
@@ -34,3 +36,18 @@ def test_mixed_chinese_english_query() -> None:
 def test_person_name_survives() -> None:
     assert "张伟" in analyze("联系人：张伟") or "张" in analyze("联系人：张伟")
     assert "smith" in analyze("Contact: John Smith")
+
+
+@pytest.mark.parametrize(
+    ("query", "lang"),
+    [
+        ("How do I reset my password?", "en"),
+        ("如何重置密码", "zh"),
+        ("Zhiku 的 API key 怎么创建", "zh"),
+        ("XR-7731-B", "en"),
+        ("ＺＫ－２０２４ 保养", "zh"),
+        ("What does 知库 mean in the product name Zhiku", "en"),
+    ],
+)
+def test_query_language(query: str, lang: str) -> None:
+    assert query_language(query) == lang
