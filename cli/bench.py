@@ -92,3 +92,47 @@ def _ready_docs(settings: Settings, library_id: int) -> list[int]:
             session, library_id, status=DocStatus.ready, limit=1_000_000
         )
     return [d.id for d in rows if d.id is not None]
+
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+
+
+@app.command("search")
+def bench_search(
+    chunks: list[int] = typer.Option(
+        list(DEFAULT_SIZES), "--chunks", help="Library size (repeatable)"
+    ),
+    queries: int = typer.Option(200, help="Timed queries per size"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Hybrid query latency (p50/p95) on one synthetic library per size, FAISS recall@10
+    against exact search, and index bytes per chunk."""
+    from retrieval.embedders import load_embedder
+    from retrieval.search_bench import bench_size
+    from retrieval.vector_index import set_search_threads
+
+    settings = get_settings()
+    set_search_threads(settings.search_threads)
+    embedder = load_embedder(settings.embedder, threads=1)
+    sizes: dict[str, dict[str, float | int | str]] = {}
+    for n in chunks:
+        if n < 1:
+            raise typer.BadParameter("--chunks must be positive")
+        result = bench_size(
+            n,
+            embedder,
+            exact_max=settings.exact_index_max,
+            queries=queries,
+            progress=(lambda _msg: None) if as_json else (lambda msg: typer.echo(msg, err=True)),
+        )
+        sizes[str(n)] = result.as_json()
+        if not as_json:
+            r = sizes[str(n)]
+            typer.echo(
+                f"{n:>9,} chunks  p50 {r['p50_ms']:>7} ms  p95 {r['p95_ms']:>7} ms  "
+                f"recall@10 vs exact {r['recall@10_vs_exact']}  "
+                f"{r['bytes_per_chunk']} B/chunk  ({r['vector_index']}, built in "
+                f"{r['build_s']} s)"
+            )
+    if as_json:
+        typer.echo(json.dumps({"sizes": sizes, "embedder": embedder.name, "cpus": os.cpu_count()}))

@@ -196,8 +196,9 @@ class SafeZip:
         try:
             self._zf = zipfile.ZipFile(source)
         except zipfile.BadZipFile as exc:
-            raise BadArchive(f"not a readable zip archive ({exc}); create it again and upload"
-                             ) from None
+            raise BadArchive(
+                f"not a readable zip archive ({exc}); create it again and upload"
+            ) from None
         except (OSError, ValueError, struct.error) as exc:
             raise BadArchive(f"could not open the archive ({exc})") from None
         self.max_member_bytes = max_member_bytes
@@ -213,8 +214,10 @@ class SafeZip:
     def _plan(self, max_members: int, max_total: int, max_ratio: float) -> None:
         infos = self._zf.infolist()
         if len(infos) > max_members:
-            raise BadArchive(f"archive has {len(infos)} entries; at most {max_members} are "
-                             "accepted: split it into smaller archives")
+            raise BadArchive(
+                f"archive has {len(infos)} entries; at most {max_members} are "
+                "accepted: split it into smaller archives"
+            )
         seen: set[str] = set()
         total = 0
         for info in infos:
@@ -229,8 +232,9 @@ class SafeZip:
             assert parts is not None
             path = "/".join(parts)
             seen.add(path.lower())
-            if (info.file_size >= RATIO_MIN_BYTES
-                    and info.file_size > max_ratio * max(info.compress_size, 1)):
+            if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(
+                info.compress_size, 1
+            ):
                 ratio = info.file_size / max(info.compress_size, 1)
                 raise BadArchive(
                     f"{name!r} would expand {ratio:.0f}× (to {_human(info.file_size)}); "
@@ -238,16 +242,25 @@ class SafeZip:
                 )
             total += info.file_size
             if total > max_total:
-                raise BadArchive(f"archive expands to more than {_human(max_total)}: split it "
-                                 "into smaller archives")
-            self.members.append(ZipMember(
-                folder=posixpath.dirname(path), filename=parts[-1], size=info.file_size,
-                _zf=self._zf, _info=info, _max_bytes=self.max_member_bytes,
-                _budget=self._budget,
-            ))
+                raise BadArchive(
+                    f"archive expands to more than {_human(max_total)}: split it "
+                    "into smaller archives"
+                )
+            self.members.append(
+                ZipMember(
+                    folder=posixpath.dirname(path),
+                    filename=parts[-1],
+                    size=info.file_size,
+                    _zf=self._zf,
+                    _info=info,
+                    _max_bytes=self.max_member_bytes,
+                    _budget=self._budget,
+                )
+            )
 
-    def _reject(self, info: zipfile.ZipInfo, name: str, parts: list[str] | None,
-                seen: set[str]) -> tuple[str, str] | None:
+    def _reject(
+        self, info: zipfile.ZipInfo, name: str, parts: list[str] | None, seen: set[str]
+    ) -> tuple[str, str] | None:
         if parts is None:
             return "unsafe_path", "unsafe path (absolute, drive letter or '..'); not extracted"
         if _is_symlink(info):
@@ -255,14 +268,20 @@ class SafeZip:
         if _system_file(parts):
             return "system", "system file (macOS/Windows metadata)"
         if info.flag_bits & 0x1:
-            return "encrypted", "password-protected entry; extract it and upload it without " \
-                                "a password"
+            return (
+                "encrypted",
+                "password-protected entry; extract it and upload it without a password",
+            )
         if info.file_size > self.max_member_bytes:
-            return "too_large", (f"larger than {_human(self.max_member_bytes)} "
-                                 f"({_human(info.file_size)}); upload it on its own")
+            return "too_large", (
+                f"larger than {_human(self.max_member_bytes)} "
+                f"({_human(info.file_size)}); upload it on its own"
+            )
         if parts[-1].lower().endswith(_NESTED_ARCHIVES):
-            return "nested_archive", "archive inside the archive; extract it and upload its " \
-                                     "contents"
+            return (
+                "nested_archive",
+                "archive inside the archive; extract it and upload its contents",
+            )
         if "/".join(parts).lower() in seen:
             return "duplicate", "duplicate name in the archive; the first one was kept"
         return None
@@ -276,8 +295,12 @@ class SafeZip:
     def __enter__(self) -> SafeZip:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -289,8 +312,13 @@ def open_zip(
     max_ratio: float = MAX_RATIO,
     max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> SafeZip:
-    return SafeZip(source, max_members=max_members, max_total_uncompressed=max_total_uncompressed,
-                   max_ratio=max_ratio, max_member_bytes=max_member_bytes)
+    return SafeZip(
+        source,
+        max_members=max_members,
+        max_total_uncompressed=max_total_uncompressed,
+        max_ratio=max_ratio,
+        max_member_bytes=max_member_bytes,
+    )
 
 
 @dataclass(frozen=True)
@@ -336,18 +364,22 @@ def iter_zip_members(
     `limits`, when given, replaces the keyword limits. Raises `BadArchive` (before the first
     item, or while reading) when the archive as a whole is unsafe.
     """
-    lim = limits or ArchiveLimits(max_members, max_total_uncompressed, max_ratio,
-                                  max_member_bytes)
-    with open_zip(source, max_members=lim.max_members,
-                  max_total_uncompressed=lim.max_total_uncompressed, max_ratio=lim.max_ratio,
-                  max_member_bytes=lim.max_member_bytes) as archive:
+    lim = limits or ArchiveLimits(max_members, max_total_uncompressed, max_ratio, max_member_bytes)
+    with open_zip(
+        source,
+        max_members=lim.max_members,
+        max_total_uncompressed=lim.max_total_uncompressed,
+        max_ratio=lim.max_ratio,
+        max_member_bytes=lim.max_member_bytes,
+    ) as archive:
         for skip in archive.skipped:
             yield _skipped(skip.name, skip.reason, skip.code)
         for member in archive:
             try:
                 data = member.read()
             except MemberUnreadable as exc:
-                yield ArchiveMember(member.folder, member.filename, skipped=str(exc),
-                                    code="unreadable")
+                yield ArchiveMember(
+                    member.folder, member.filename, skipped=str(exc), code="unreadable"
+                )
                 continue
             yield ArchiveMember(member.folder, member.filename, data=data)

@@ -63,15 +63,41 @@ OLE_KINDS = frozenset({"doc", "xls", "ppt", "msg"})
 # extension (lower case, no dot) -> kind
 _EXTENSIONS: dict[str, str] = {
     **{k: k for k in MEDIA_TYPES},
-    "docm": "docx", "dotx": "docx", "dot": "doc", "wps": "doc",
-    "xlsm": "xlsx", "xltx": "xlsx", "xlt": "xls", "et": "xls",
-    "pptm": "pptx", "potx": "pptx", "ppsx": "pptx", "pps": "ppt", "pot": "ppt", "dps": "ppt",
-    "htm": "html", "xhtml": "html", "shtml": "html",
-    "markdown": "md", "mdown": "md", "mkd": "md",
-    "text": "txt", "log": "txt", "asc": "txt",
-    "jsonl": "json", "ndjson": "json", "geojson": "json",
-    "jpeg": "jpg", "jpe": "jpg", "jfif": "jpg", "tif": "tiff", "heif": "heic", "dib": "bmp",
-    "tab": "tsv", "mht": "eml", "mhtml": "eml",
+    "docm": "docx",
+    "dotx": "docx",
+    "dot": "doc",
+    "wps": "doc",
+    "xlsm": "xlsx",
+    "xltx": "xlsx",
+    "xlt": "xls",
+    "et": "xls",
+    "pptm": "pptx",
+    "potx": "pptx",
+    "ppsx": "pptx",
+    "pps": "ppt",
+    "pot": "ppt",
+    "dps": "ppt",
+    "htm": "html",
+    "xhtml": "html",
+    "shtml": "html",
+    "markdown": "md",
+    "mdown": "md",
+    "mkd": "md",
+    "text": "txt",
+    "log": "txt",
+    "asc": "txt",
+    "jsonl": "json",
+    "ndjson": "json",
+    "geojson": "json",
+    "jpeg": "jpg",
+    "jpe": "jpg",
+    "jfif": "jpg",
+    "tif": "tiff",
+    "heif": "heic",
+    "dib": "bmp",
+    "tab": "tsv",
+    "mht": "eml",
+    "mhtml": "eml",
 }
 
 # Things people upload that we recognise but cannot read, by magic number.
@@ -165,8 +191,16 @@ def _sniff_binary(head: bytes, claimed: str | None) -> str | None:
         return "gif"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heif", b"mif1", b"msf1",
-                                                 b"hevc", b"heim", b"heis"):
+    if head[4:8] == b"ftyp" and head[8:12] in (
+        b"heic",
+        b"heix",
+        b"heif",
+        b"mif1",
+        b"msf1",
+        b"hevc",
+        b"heim",
+        b"heis",
+    ):
         return "heic"
     if head.startswith(b"{\\rtf"):
         return "rtf"
@@ -257,8 +291,15 @@ def _sniff_ole(head: bytes, claimed: str | None) -> str:
             return stream.encode("utf-16-le") in head
 
         streams = {
-            s for s in ("WordDocument", "Workbook", "Book", "PowerPoint Document",
-                        "EncryptedPackage", "__substg1.0_")
+            s
+            for s in (
+                "WordDocument",
+                "Workbook",
+                "Book",
+                "PowerPoint Document",
+                "EncryptedPackage",
+                "__substg1.0_",
+            )
             if has(s)
         }
         streams |= {"__substg1.0_x"} if "__substg1.0_" in streams else set()
@@ -267,9 +308,7 @@ def _sniff_ole(head: bytes, claimed: str | None) -> str:
         # An encrypted OOXML file lives in an OLE2 envelope; only the name says which one.
         if claimed in OOXML_KINDS:
             return claimed
-        raise BadDocument(
-            "password-protected Office file; remove the password and upload again"
-        )
+        raise BadDocument("password-protected Office file; remove the password and upload again")
     if "WordDocument" in tops:
         return "doc"
     if "Workbook" in tops or "Book" in tops:
@@ -408,8 +447,10 @@ def _looks_like_text(head: bytes) -> bool:
     else:
         if b"\x00" in sample:
             return False
-        text = sample.decode(enc, "replace") if enc != "cp1252" else sample.decode(
-            "cp1252", "zhiku-cp1252"
+        text = (
+            sample.decode(enc, "replace")
+            if enc != "cp1252"
+            else sample.decode("cp1252", "zhiku-cp1252")
         )
     if not text:
         return False
@@ -434,8 +475,9 @@ def _sniff_text_kind(head: bytes, claimed: str | None) -> str:
     if claimed in TEXT_KINDS:
         return claimed
     # The name says nothing useful, or it claims a binary format: trust the content.
-    if lower.startswith(("<!doctype html", "<html")) or re.search(r"<(html|body|head)[\s>]",
-                                                                  lower[:1024]):
+    if lower.startswith(("<!doctype html", "<html")) or re.search(
+        r"<(html|body|head)[\s>]", lower[:1024]
+    ):
         return "html"
     if _looks_like_email(text):
         return "eml"

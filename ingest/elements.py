@@ -15,8 +15,16 @@ _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef"
 _CJK_GAP = re.compile(f"(?<=[{_HAN}])[ \t]+(?=[{_HAN}])")
 
 # unstructured metadata fields worth handing on (all small).
-_KEEP_METADATA = ("page_name", "category_depth", "parent_id", "subject", "sent_from", "sent_to",
-                  "link_urls", "header_footer_type")
+_KEEP_METADATA = (
+    "page_name",
+    "category_depth",
+    "parent_id",
+    "subject",
+    "sent_from",
+    "sent_to",
+    "link_urls",
+    "header_footer_type",
+)
 _SKIP_CATEGORIES = frozenset({"PageBreak"})
 
 

@@ -40,8 +40,9 @@ def partition_body(data: bytes, kind: str) -> list[ParsedElement]:
     if subject is None:
         subject = _subject(data, kind)
     if subject:
-        head = ParsedElement(category="Title", text=str(subject), level=0,
-                             metadata={"email_header": "subject"})
+        head = ParsedElement(
+            category="Title", text=str(subject), level=0, metadata={"email_header": "subject"}
+        )
         body.insert(0, head)
     return body
 

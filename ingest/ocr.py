@@ -135,8 +135,11 @@ def _ocr_one(image: Any, page: int, languages: str) -> list[Any]:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     buf.seek(0)
-    return list(partition_image(file=buf, strategy="ocr_only", languages=languages.split("+"),
-                                starting_page_number=page))
+    return list(
+        partition_image(
+            file=buf, strategy="ocr_only", languages=languages.split("+"), starting_page_number=page
+        )
+    )
 
 
 def _page_text(elements: list[Any]) -> str:

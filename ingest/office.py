@@ -63,15 +63,30 @@ def convert_with_libreoffice(
         source.write_bytes(data)
         outdir = work / "out"
         cmd = [
-            soffice, "--headless", "--invisible", "--norestore", "--nologo", "--nodefault",
-            "--nolockcheck", "--nofirststartwizard",
+            soffice,
+            "--headless",
+            "--invisible",
+            "--norestore",
+            "--nologo",
+            "--nodefault",
+            "--nolockcheck",
+            "--nofirststartwizard",
             f"-env:UserInstallation={(work / 'profile').as_uri()}",
-            "--convert-to", target_ext, "--outdir", str(outdir), str(source),
+            "--convert-to",
+            target_ext,
+            "--outdir",
+            str(outdir),
+            str(source),
         ]
         env = {**os.environ, "HOME": tmp, "SAL_USE_VCLPLUGIN": "svp"}
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=tmp, env=env, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp,
+            env=env,
+            start_new_session=True,
         )
         try:
             _, err = proc.communicate(timeout=timeout)

@@ -83,8 +83,9 @@ def parse_document(
     """
     if pdf_strategy not in ("auto", "fast", "ocr_only"):
         raise ValueError(f"pdf_strategy must be auto, fast or ocr_only, not {pdf_strategy!r}")
-    limits = OcrLimits(languages=ocr_languages, max_pages=max_ocr_pages,
-                       time_budget=ocr_time_budget)
+    limits = OcrLimits(
+        languages=ocr_languages, max_pages=max_ocr_pages, time_budget=ocr_time_budget
+    )
     return _parse(data, filename, _Options(limits=limits, pdf_strategy=pdf_strategy))
 
 
@@ -98,8 +99,10 @@ def _parse(data: bytes, filename: str, opts: _Options) -> ParsedDocument:
     except ZhikuError:
         raise
     except MemoryError:
-        raise BadDocument("could not be read: it needs more memory than this server has; "
-                          "split it into smaller files") from None
+        raise BadDocument(
+            "could not be read: it needs more memory than this server has; "
+            "split it into smaller files"
+        ) from None
     except Exception as exc:
         if type(exc).__name__ in _PASS_THROUGH:
             raise
@@ -107,8 +110,11 @@ def _parse(data: bytes, filename: str, opts: _Options) -> ParsedDocument:
     claimed = extension_kind(filename)
     if claimed is not None and claimed != kind:
         suffix = PurePath(filename).suffix.lower()
-        result.warnings.insert(0, f"the file name says {suffix} but the content is "
-                                  f"{kind.upper()}; it was read as {kind.upper()}")
+        result.warnings.insert(
+            0,
+            f"the file name says {suffix} but the content is "
+            f"{kind.upper()}; it was read as {kind.upper()}",
+        )
     _check_text(result, kind)
     return ParsedDocument(
         elements=[_clean(e) for e in result.elements],
@@ -132,8 +138,12 @@ def _clean(element: ParsedElement) -> ParsedElement:
 def _failure_reason(exc: Exception) -> str:
     summary = f"{type(exc).__name__}: {str(exc).strip()[:300]}".rstrip(": ")
     name = type(exc).__name__
-    if isinstance(exc, _CORRUPT) or "PDFSyntax" in name or "XMLSyntax" in name \
-            or name in ("PackageNotFoundError", "PSEOF", "PdfiumError", "PdfReadError"):
+    if (
+        isinstance(exc, _CORRUPT)
+        or "PDFSyntax" in name
+        or "XMLSyntax" in name
+        or name in ("PackageNotFoundError", "PSEOF", "PdfiumError", "PdfReadError")
+    ):
         return f"could not be read: looks corrupt ({summary})"
     if name == "UnprocessableEntityError" and "password" in str(exc).lower():
         return PASSWORD_REASON
@@ -144,8 +154,10 @@ def _check_text(result: _Result, kind: str) -> None:
     text = "\n".join(e.text for e in result.elements)
     if not text.strip():
         if kind in IMAGE_KINDS or result.strategy == "ocr_only":
-            raise BadDocument("no text could be extracted: OCR found no text in this "
-                              "scan/image; upload a clearer scan or a text version")
+            raise BadDocument(
+                "no text could be extracted: OCR found no text in this "
+                "scan/image; upload a clearer scan or a text version"
+            )
         raise BadDocument("no text could be extracted from this file")
     if result.strategy == "ocr_only":
         quality = text_quality(text)
@@ -171,8 +183,10 @@ def _max_page(elements: list[ParsedElement]) -> int | None:
 
 def _unsupported(data: bytes, kind: str, opts: _Options) -> _Result:
     if kind == "zip":
-        raise UnsupportedType("this is a zip archive: upload it as a library archive to import "
-                              "the documents inside it one by one")
+        raise UnsupportedType(
+            "this is a zip archive: upload it as a library archive to import "
+            "the documents inside it one by one"
+        )
     raise UnsupportedType(f"{kind} files are not supported")
 
 
@@ -184,12 +198,15 @@ def _pdf(data: bytes, kind: str, opts: _Options) -> _Result:
 def _image(data: bytes, kind: str, opts: _Options) -> _Result:
     languages, warnings = ocr.require_tesseract("image", opts.limits.languages)
     frames, pages = ocr.image_frames(data, opts.limits.max_pages)
-    result = ocr.ocr_pages(pages, languages, time_budget=opts.limits.time_budget,
-                           page_timeout=opts.limits.page_timeout)
+    result = ocr.ocr_pages(
+        pages, languages, time_budget=opts.limits.time_budget, page_timeout=opts.limits.page_timeout
+    )
     warnings += result.warnings
     if frames > opts.limits.max_pages:
-        warnings.append(f"only the first {opts.limits.max_pages} of {frames} image frames "
-                        "were read (OCR page limit)")
+        warnings.append(
+            f"only the first {opts.limits.max_pages} of {frames} image frames "
+            "were read (OCR page limit)"
+        )
     return _Result(result.elements, "ocr_only", frames, warnings)
 
 
@@ -204,14 +221,20 @@ def _check_zip(data: bytes, kind: str) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
-        raise BadDocument(f"could not be read: looks corrupt ({kind.upper()} files are zip "
-                          f"archives and this one is damaged: {exc})") from None
+        raise BadDocument(
+            f"could not be read: looks corrupt ({kind.upper()} files are zip "
+            f"archives and this one is damaged: {exc})"
+        ) from None
     total = sum(i.file_size for i in infos)
-    bomb = any(i.file_size >= 1024**2 and i.file_size > _MAX_PART_RATIO * max(i.compress_size, 1)
-               for i in infos)
+    bomb = any(
+        i.file_size >= 1024**2 and i.file_size > _MAX_PART_RATIO * max(i.compress_size, 1)
+        for i in infos
+    )
     if total > _MAX_PARTS_BYTES or bomb:
-        raise BadDocument(f"could not be read: this {kind.upper()} file would expand to "
-                          f"{total / 1024**3:.1f} GiB (it looks like a zip bomb)")
+        raise BadDocument(
+            f"could not be read: this {kind.upper()} file would expand to "
+            f"{total / 1024**3:.1f} GiB (it looks like a zip bomb)"
+        )
 
 
 def _office(data: bytes, kind: str, opts: _Options) -> _Result:
@@ -251,8 +274,11 @@ def _pandoc_kind(data: bytes, kind: str, opts: _Options) -> _Result:
     from unstructured.partition.rtf import partition_rtf
 
     partitioners: dict[str, Callable[..., list[Any]]] = {
-        "epub": partition_epub, "odt": partition_odt, "rtf": partition_rtf,
-        "rst": partition_rst, "org": partition_org,
+        "epub": partition_epub,
+        "odt": partition_odt,
+        "rtf": partition_rtf,
+        "rst": partition_rst,
+        "org": partition_org,
     }
     if kind in ("epub", "odt"):
         _check_zip(data, kind)
@@ -278,12 +304,21 @@ def _text_kind(data: bytes, kind: str, opts: _Options) -> _Result:
         from unstructured.partition.tsv import partition_tsv
 
         utf8 = io.BytesIO(text.encode("utf-8"))
-        found = (partition_csv(file=utf8, encoding="utf-8") if kind == "csv"
-                 else partition_tsv(file=utf8))
+        found = (
+            partition_csv(file=utf8, encoding="utf-8")
+            if kind == "csv"
+            else partition_tsv(file=utf8)
+        )
     elif len(text) > LARGE_TEXT_CHARS:
-        return _Result(_plain_paragraphs(text), "fast", None, [
-            f"large text file ({len(text):,} characters): split into paragraphs without "
-            "title/list detection"])
+        return _Result(
+            _plain_paragraphs(text),
+            "fast",
+            None,
+            [
+                f"large text file ({len(text):,} characters): split into paragraphs without "
+                "title/list detection"
+            ],
+        )
     else:
         from unstructured.partition.text import partition_text
 

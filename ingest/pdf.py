@@ -119,13 +119,16 @@ def _fast(data: bytes, info: PdfInfo, warnings: list[str]) -> list[ParsedElement
     return el_conv.convert(found)
 
 
-def _ocr(data: bytes, pages: list[int], limits: OcrLimits, what: str,
-         warnings: list[str]) -> ocr.OcrResult:
+def _ocr(
+    data: bytes, pages: list[int], limits: OcrLimits, what: str, warnings: list[str]
+) -> ocr.OcrResult:
     languages, lang_warnings = ocr.require_tesseract(what, limits.languages)
     warnings.extend(lang_warnings)
     result = ocr.ocr_pages(
-        ocr.pdf_page_images(data, pages[: limits.max_pages]), languages,
-        time_budget=limits.time_budget, page_timeout=limits.page_timeout,
+        ocr.pdf_page_images(data, pages[: limits.max_pages]),
+        languages,
+        time_budget=limits.time_budget,
+        page_timeout=limits.page_timeout,
     )
     if len(pages) > limits.max_pages:
         result.warnings.append(
@@ -141,8 +144,10 @@ def _text(elements: list[ParsedElement]) -> str:
 
 def parse_pdf(data: bytes, *, strategy: str, limits: OcrLimits) -> Outcome:
     if strategy not in PDF_STRATEGIES:
-        raise ValueError(f"pdf_strategy must be one of {PDF_STRATEGIES} (hi_res needs a model "
-                         f"hub and is never used), got {strategy!r}")
+        raise ValueError(
+            f"pdf_strategy must be one of {PDF_STRATEGIES} (hi_res needs a model "
+            f"hub and is never used), got {strategy!r}"
+        )
     info = inspect_pdf(data)
     if info.page_count == 0:
         raise BadDocument("could not be read: the PDF has no pages")
@@ -178,9 +183,9 @@ def _by_page(elements: list[ParsedElement]) -> dict[int, list[ParsedElement]]:
     return pages
 
 
-def _recheck_dubious_pages(data: bytes, fast: list[ParsedElement], info: PdfInfo,
-                           limits: OcrLimits, warnings: list[str]
-                           ) -> tuple[list[ParsedElement], str]:
+def _recheck_dubious_pages(
+    data: bytes, fast: list[ParsedElement], info: PdfInfo, limits: OcrLimits, warnings: list[str]
+) -> tuple[list[ParsedElement], str]:
     """Scanned pages with an OCR text layer, and text layers that read as noise (broken font
     encodings, "(cid:123)" soup): OCR a sample and, if our OCR reads clearly better, OCR them
     all and use that instead."""
@@ -197,35 +202,52 @@ def _recheck_dubious_pages(data: bytes, fast: list[ParsedElement], info: PdfInfo
     ocr_q = text_quality(_text(trial.elements))
     if ocr_q.score < layer.score + OCR_MARGIN or ocr_q.good_chars < 0.5 * layer.good_chars:
         if layer.score < SUSPECT_THRESHOLD:
-            warnings.append(f"the PDF's text looks partly garbled ({layer.score:.0%} readable);"
-                            f" OCR did not read it better ({ocr_q.score:.0%})")
+            warnings.append(
+                f"the PDF's text looks partly garbled ({layer.score:.0%} readable);"
+                f" OCR did not read it better ({ocr_q.score:.0%})"
+            )
         return fast, "fast"
-    rest = dubious[len(sample):]
+    rest = dubious[len(sample) :]
     ocr_elements = list(trial.elements)
     if rest:
-        more = _ocr(data, rest, replace(limits, max_pages=max(limits.max_pages - len(sample), 0)),
-                    "scanned document", warnings)
+        more = _ocr(
+            data,
+            rest,
+            replace(limits, max_pages=max(limits.max_pages - len(sample), 0)),
+            "scanned document",
+            warnings,
+        )
         warnings.extend(more.warnings)
         ocr_elements += more.elements
     done = {e.page for e in ocr_elements} | set(sample)
-    warnings.append(f"the PDF's embedded text looked garbled on {len(done)} page(s) "
-                    f"({layer.score:.0%} readable); used OCR there instead "
-                    f"({ocr_q.score:.0%} readable)")
+    warnings.append(
+        f"the PDF's embedded text looked garbled on {len(done)} page(s) "
+        f"({layer.score:.0%} readable); used OCR there instead "
+        f"({ocr_q.score:.0%} readable)"
+    )
     kept = [e for e in fast if e.page not in done]
     merged = sorted(kept + ocr_elements, key=lambda e: e.page or 0)
     return merged, "ocr_only" if not kept else "fast+ocr_only"
 
 
-def _fill_image_pages(data: bytes, fast: list[ParsedElement], strategy: str, info: PdfInfo,
-                      limits: OcrLimits, warnings: list[str]) -> Outcome:
+def _fill_image_pages(
+    data: bytes,
+    fast: list[ParsedElement],
+    strategy: str,
+    info: PdfInfo,
+    limits: OcrLimits,
+    warnings: list[str],
+) -> Outcome:
     """OCR pages that have images but no text (scans inside an otherwise digital PDF)."""
     with_text = {e.page for e in fast if e.page is not None}
     missing = sorted(p for p in info.image_pages if p not in with_text)
     if not missing:
         return Outcome(fast, strategy, info.page_count, warnings)
     if ocr.tesseract_cmd() is None:
-        warnings.append(f"{len(missing)} page(s) are images without text and were not read: "
-                        "OCR not available, install tesseract-ocr")
+        warnings.append(
+            f"{len(missing)} page(s) are images without text and were not read: "
+            "OCR not available, install tesseract-ocr"
+        )
         return Outcome(fast, strategy, info.page_count, warnings)
     result = _ocr(data, missing, limits, "scanned pages", warnings)
     warnings.extend(result.warnings)

@@ -46,8 +46,7 @@ def _case_ok(word: str) -> bool:
     if letters[0].isupper() and all(c.islower() for c in letters[1:]):
         return True
     # a few case changes (iPhone, McDonald, PhD) are fine; more is OCR noise
-    changes = sum(1 for a, b in itertools.pairwise(letters)
-                  if a.isupper() != b.isupper())
+    changes = sum(1 for a, b in itertools.pairwise(letters) if a.isupper() != b.isupper())
     return changes <= 3 and len(letters) >= 3
 
 

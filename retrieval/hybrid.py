@@ -34,7 +34,7 @@ class HybridSearcher:
         self._readers: dict[int, LibraryReader] = {}
         self._lock = threading.Lock()
 
-    def _reader(self, library_id: int) -> LibraryReader:
+    def reader(self, library_id: int) -> LibraryReader:
         with self._lock:
             reader = self._readers.get(library_id)
             if reader is None:
@@ -64,7 +64,7 @@ class HybridSearcher:
         qvec = self.embedder.embed([query])[0] if DENSE in modes else None
         tokens = analyze(query) if KEYWORD in modes else []
         for lib in sorted(set(library_ids)):
-            snap = self._reader(lib).current()
+            snap = self.reader(lib).current()
             if snap is None:
                 continue
             if qvec is not None:

@@ -188,8 +188,10 @@ def _fsync_tree(path: Path) -> None:
 class LibraryReader:
     """Serves searches from a library's newest snapshot; reloads when the manifest changes.
 
-    A reload builds the new snapshot off to the side and swaps one reference, so queries never
-    wait for it and never see half a snapshot.
+    Queries never wait for a reload: when a new version is published, the first query that
+    notices starts loading it in a background thread and every query keeps using the old
+    snapshot until the new one is fully loaded, then one reference is swapped. Only the very
+    first load of a library (nothing to serve yet) happens in the caller's thread.
     """
 
     def __init__(self, root: Path, library_id: int):
@@ -197,16 +199,54 @@ class LibraryReader:
         self.library_id = library_id
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        self._loading: int | None = None
 
     def current(self) -> Snapshot | None:
         manifest = read_manifest(self.root, self.library_id)
         snap = self._snapshot
         if manifest is None:
             return None
-        if snap is None or snap.manifest.version != manifest.version:
+        if snap is not None and snap.manifest.version == manifest.version:
+            return snap
+        if snap is None:
             with self._lock:
-                snap = self._snapshot
-                if snap is None or snap.manifest.version != manifest.version:
-                    snap = load_snapshot(self.root, self.library_id, manifest)
-                    self._snapshot = snap
+                if self._snapshot is None or self._snapshot.manifest.version != manifest.version:
+                    self._snapshot = load_snapshot(self.root, self.library_id, manifest)
+                return self._snapshot
+        with self._lock:
+            if self._loading != manifest.version:
+                self._loading = manifest.version
+                threading.Thread(
+                    target=self._load, args=(manifest,), name="zhiku-index-reload", daemon=True
+                ).start()
         return snap
+
+    def _load(self, manifest: Manifest) -> None:
+        try:
+            fresh = load_snapshot(self.root, self.library_id, manifest)
+        except Exception:
+            # A snapshot pruned under us (a newer one was published): the next query sees the
+            # newer manifest and loads that.
+            fresh = None
+        with self._lock:
+            current = self._snapshot
+            if fresh is not None and (
+                current is None or current.manifest.version < fresh.manifest.version
+            ):
+                self._snapshot = fresh
+            if self._loading == manifest.version:
+                self._loading = None
+
+    def wait_loaded(self, timeout: float = 30.0) -> Snapshot | None:
+        """The newest snapshot, waiting for a background reload (tests, warm-up)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.current()
+            manifest = read_manifest(self.root, self.library_id)
+            if snap is None or manifest is None or snap.manifest.version == manifest.version:
+                return snap
+            if time.monotonic() > deadline:
+                return snap
+            time.sleep(0.01)

@@ -157,7 +157,7 @@ def test_delete_removes_from_both_indexes(
     while (m := read_manifest(settings.indexes_dir, lib)) is None or m.version == before:
         assert time.monotonic() < deadline, "index was not updated after delete"
         time.sleep(0.3)
-    snap = reader.current()
+    snap = reader.wait_loaded()
     assert snap is not None
     assert not set(snap.chunk_ids.tolist()) & chunk_ids
     assert not {i for i, _ in snap.keywords.search(analyze("XQ-7731 quagga"), 5)} & chunk_ids

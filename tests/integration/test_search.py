@@ -92,10 +92,14 @@ def _auth(token: str) -> dict[str, str]:
 
 def _user(client: TestClient, admin: str, name: str) -> tuple[int, str]:
     r = client.post(
-        f"{V1}/users", json={"username": name, "password": "a long passphrase"}, headers=_auth(admin)
+        f"{V1}/users",
+        json={"username": name, "password": "a long passphrase"},
+        headers=_auth(admin),
     )
     assert r.status_code == 201, r.text
-    login = client.post(f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"})
+    login = client.post(
+        f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"}
+    )
     return int(r.json()["id"]), str(login.json()["access_token"])
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrieval import index_store
 from retrieval.index_store import LibraryReader, read_manifest, sync_library
 from retrieval.vector_index import FLAT, IVF, VectorIndex
 
@@ -74,9 +77,33 @@ def test_reader_reloads_when_the_version_changes(tmp_path: Path) -> None:
     first = reader.current()
     assert first is not None and reader.current() is first  # cached while unchanged
     _sync(tmp_path, [1, 2, 5])
-    second = reader.current()
+    second = reader.wait_loaded()
     assert second is not None and second.manifest.version == 2
     assert 5 in second.chunk_ids.tolist()
+
+
+def test_queries_never_wait_for_a_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _sync(tmp_path, [1, 2])
+    reader = LibraryReader(tmp_path, 7)
+    first = reader.current()
+    assert first is not None
+    _sync(tmp_path, [1, 2, 5])
+    release = threading.Event()
+    real_load = index_store.load_snapshot
+
+    def slow_load(*args: object) -> index_store.Snapshot:
+        release.wait(10)
+        return real_load(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_store, "load_snapshot", slow_load)
+    started = time.monotonic()
+    for _ in range(20):  # while the new snapshot loads, the old one answers at once
+        assert reader.current() is first
+    assert time.monotonic() - started < 1.0
+    release.set()
+    second = reader.wait_loaded()
+    assert second is not None and second.manifest.version == 2
+    assert reader.current() is second
 
 
 def test_manifest_points_at_a_complete_snapshot_and_old_ones_are_pruned(tmp_path: Path) -> None:
