@@ -76,6 +76,8 @@ bench: install services
 	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS)
 	rm -rf .bench-text && $(BIN)/python scripts/corpus_to_files.py $(BENCH_TEXT) .bench-text
 	$(BIN)/zhiku bench ingest --docs .bench-text
+	$(BIN)/zhiku bench search
+	for set in rgb_zh rgb_en covidqa_en; do $(BIN)/zhiku eval retrieval --dataset ../shared/eval/$$set; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,8 @@ def test_english_slice(tmp_path: Path) -> None:
     assert set(modes) == {"dense", "bm25", "hybrid", "hybrid+rerank"}
     for groups in modes.values():
         assert set(groups) == {"all", "en"}
-        assert METRICS <= set(groups["all"]) and groups["all"]["questions"] == 40
+        assert set(groups["all"]) >= METRICS
+        assert groups["all"]["questions"] == 40
         assert 0 < groups["all"]["p50_ms"] <= groups["all"]["p95_ms"]
     assert report["latency_ms"]["p95"] > 0
     r5 = {m: g["all"]["recall@5"] for m, g in modes.items()}
