@@ -14,7 +14,7 @@ from core.repo import chunks as chunk_repo
 from core.settings import Settings, get_settings
 from ingest.parse import parse_document
 from retrieval.analyzer import analyze
-from workers.pipeline import ingestion_embedder
+from workers.embedding import ingestion_embedder
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -5,8 +5,8 @@ import typer
 from core import db
 from core.repo import libraries
 from core.settings import get_settings
+from workers.embedding import ingestion_embedder
 from workers.indexing import sync_library_index
-from workers.pipeline import ingestion_embedder
 
 app = typer.Typer(no_args_is_help=True)
 

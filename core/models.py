@@ -121,6 +121,11 @@ class Chunk(SQLModel, table=True):
     spans: list[list[int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     keywords: str = Field(default="", description="BM25 analyzer tokens, space-separated")
     embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    embedding_en: bytes | None = Field(
+        default=None,
+        sa_column=Column(LargeBinary, nullable=True),
+        description="English embedder's vector; only for chunks mostly in English",
+    )
 
 
 class AuthToken(SQLModel, table=True):

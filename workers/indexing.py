@@ -11,7 +11,8 @@ from core import db
 from core.repo import chunks
 from core.settings import Settings
 from retrieval.embedders import Embedder
-from retrieval.index_store import SyncResult, sync_library
+from retrieval.index_store import DenseInput, SyncResult, sync_library
+from workers.embedding import ingestion_embedder_en
 from workers.library_lock import library_lock
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,21 @@ def sync_library_index(
         def fetch(ids: Sequence[int]) -> np.ndarray:
             return chunks.embeddings(session, ids, embedder.dim)
 
+        english = None
+        embedder_en = ingestion_embedder_en(settings)
+        if embedder_en is not None:
+            dim_en = embedder_en.dim
+
+            def fetch_en(ids: Sequence[int]) -> np.ndarray:
+                return chunks.embeddings(session, ids, dim_en, english=True)
+
+            english = DenseInput(
+                embedder=embedder_en.name,
+                dim=dim_en,
+                wanted_ids=[c.chunk_id for c in wanted if c.english],
+                fetch_vectors=fetch_en,
+            )
+
         result = sync_library(
             settings.indexes_dir,
             library_id,
@@ -40,6 +56,7 @@ def sync_library_index(
             wanted_tokens=[c.keywords.split(" ") if c.keywords else [] for c in wanted],
             fetch_vectors=fetch,
             exact_max=settings.exact_index_max,
+            english=english,
             rebuild=rebuild,
         )
         ready = chunks.mark_ready(session, awaiting)

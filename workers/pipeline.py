@@ -29,8 +29,9 @@ from core.storage import OriginalStore
 from core.types import ChunkDraft
 from ingest.chunk import chunk_elements
 from ingest.parse import parse_document
-from retrieval.analyzer import analyze
-from retrieval.embedders import Embedder, load_embedder
+from retrieval.analyzer import analyze, text_language
+from retrieval.embedders import Embedder
+from workers.embedding import ingestion_embedder, ingestion_embedder_en
 from workers.indexing import sync_library_index
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ class JobResult:
 
 class ClaimLost(Exception):
     """Another worker took the document over (this one was presumed dead)."""
-
-
-def ingestion_embedder(settings: Settings) -> Embedder:
-    return load_embedder(
-        settings.embedder, threads=settings.embed_threads, batch_size=settings.embed_batch_size
-    )
 
 
 def ingest_document(
@@ -139,14 +134,28 @@ def _process(
         raise BadDocument("no text could be extracted from this file")
     _advance(session, doc, token, DocStatus.embedding, CHUNKED)
 
+    embedder_en = ingestion_embedder_en(settings)
+    english = [i for i, d in enumerate(drafts) if text_language(d.text) == "en"]
+    main_share = 1.0 if embedder_en is None or not english else 0.5
+
+    def progress(start: float, share: float) -> Callable[[float], object]:
+        span = EMBEDDED - CHUNKED
+        return lambda f: _advance(
+            session, doc, token, DocStatus.embedding, CHUNKED + span * (start + share * f)
+        )
+
     vectors = embed_drafts(
-        embedder,
-        drafts,
-        settings.embed_batch_size,
-        on_progress=lambda f: _advance(
-            session, doc, token, DocStatus.embedding, CHUNKED + (EMBEDDED - CHUNKED) * f
-        ),
+        embedder, drafts, settings.embed_batch_size, on_progress=progress(0.0, main_share)
     )
+    vectors_en: dict[int, np.ndarray] = {}
+    if embedder_en is not None and english:
+        found = embed_drafts(
+            embedder_en,
+            [drafts[i] for i in english],
+            settings.embed_batch_size,
+            on_progress=progress(main_share, 1.0 - main_share),
+        )
+        vectors_en = dict(zip(english, found, strict=True))
     keywords = [keyword_text(doc, d) for d in drafts]
 
     # Chunks and the move to `indexing` land in one transaction, and only while the claim is
@@ -164,7 +173,7 @@ def _process(
         session.rollback()
         raise ClaimLost
     doc.chunk_count = len(drafts)
-    chunk_repo.replace_for_document(session, doc, drafts, keywords, vectors)
+    chunk_repo.replace_for_document(session, doc, drafts, keywords, vectors, vectors_en)
     session.commit()
     return len(drafts)
 

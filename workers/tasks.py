@@ -14,8 +14,9 @@ from core import db
 from core.errors import TransientFault
 from core.settings import get_settings
 from core.tasks import INGEST_DOCUMENT, SYNC_INDEX, celery_app
+from workers.embedding import ingestion_embedder
 from workers.indexing import sync_library_index
-from workers.pipeline import Outcome, ingest_document, ingestion_embedder
+from workers.pipeline import Outcome, ingest_document
 from workers.reconcile import Reconciler
 
 log = logging.getLogger(__name__)

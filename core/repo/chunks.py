@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +21,11 @@ def replace_for_document(
     drafts: Sequence[ChunkDraft],
     keywords: Sequence[str],
     vectors: np.ndarray,
+    vectors_en: Mapping[int, np.ndarray] | None = None,
 ) -> list[int]:
-    """Store a document's chunks (with analyzer tokens and embeddings) in one transaction."""
+    """Store a document's chunks (with analyzer tokens and embeddings) in one transaction.
+
+    `vectors_en` maps a draft's position to its English embedder vector (English chunks)."""
     assert document.id is not None
     session.execute(delete(Chunk).where(col(Chunk.document_id) == document.id))
     rows = [
@@ -40,12 +43,17 @@ def replace_for_document(
             spans=[[s.element, s.start, s.end] for s in d.spans],
             keywords=kw,
             embedding=np.asarray(vec, dtype=np.float32).tobytes(),
+            embedding_en=_blob(vectors_en.get(i)) if vectors_en else None,
         )
-        for d, kw, vec in zip(drafts, keywords, vectors, strict=True)
+        for i, (d, kw, vec) in enumerate(zip(drafts, keywords, vectors, strict=True))
     ]
     session.add_all(rows)
     session.flush()
     return [r.id for r in rows if r.id is not None]
+
+
+def _blob(vec: np.ndarray | None) -> bytes | None:
+    return None if vec is None else np.asarray(vec, dtype=np.float32).tobytes()
 
 
 @dataclass(frozen=True)
@@ -53,13 +61,19 @@ class IndexableChunk:
     chunk_id: int
     document_id: int
     keywords: str
+    english: bool = False
 
 
 def indexable(session: Session, library_id: int) -> list[IndexableChunk]:
     """Chunks that belong in the library's index: their document is indexing or ready, and
     they are of the document's current version."""
     rows = session.exec(
-        select(Chunk.id, Chunk.document_id, Chunk.keywords)
+        select(
+            Chunk.id,
+            Chunk.document_id,
+            Chunk.keywords,
+            col(Chunk.embedding_en).is_not(None),
+        )
         .join(Document, col(Document.id) == col(Chunk.document_id))
         .where(
             Chunk.library_id == library_id,
@@ -68,17 +82,20 @@ def indexable(session: Session, library_id: int) -> list[IndexableChunk]:
         )
         .order_by(col(Chunk.id))
     )
-    return [IndexableChunk(int(i), int(d), k) for i, d, k in rows if i is not None]
+    return [IndexableChunk(int(i), int(d), k, bool(e)) for i, d, k, e in rows if i is not None]
 
 
-def embeddings(session: Session, chunk_ids: Sequence[int], dim: int) -> np.ndarray:
+def embeddings(
+    session: Session, chunk_ids: Sequence[int], dim: int, *, english: bool = False
+) -> np.ndarray:
+    """Stored vectors of the chunks, in order: the main embedder's, or with `english` the
+    English embedder's."""
     out = np.zeros((len(chunk_ids), dim), dtype=np.float32)
     pos = {cid: i for i, cid in enumerate(chunk_ids)}
+    column = Chunk.embedding_en if english else Chunk.embedding
     for start in range(0, len(chunk_ids), 2000):
         batch = list(chunk_ids[start : start + 2000])
-        for cid, blob in session.exec(
-            select(Chunk.id, Chunk.embedding).where(col(Chunk.id).in_(batch))
-        ):
+        for cid, blob in session.exec(select(Chunk.id, column).where(col(Chunk.id).in_(batch))):
             if blob is not None and cid is not None:
                 out[pos[cid]] = np.frombuffer(blob, dtype=np.float32)
     return out

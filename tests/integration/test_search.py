@@ -8,11 +8,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from cli.ingest_cmd import ingest_paths
 from cli.main import app as cli_app
+from core import db
+from core.models import Chunk
 from core.settings import Settings
+from retrieval.index_store import read_manifest
 
 pytestmark = pytest.mark.integration
 V1 = "/api/v1"
@@ -191,11 +195,23 @@ def test_ranking_on_english_and_chinese(
 
     result = _search(app_client, admin_token, query="XR-7731-B seal", top_k=3, rerank=False)
     best = result["results"][0]
-    assert set(best["scores"]) == {"dense", "bm25"}  # found by both rankers, fused
+    # Found by all three rankers (multilingual and English embedders, BM25), fused.
+    assert set(best["scores"]) == {"dense", "dense_en", "bm25"}
     assert best["library_name"] == "English"
     assert best["heading_path"][:1] == ["XR-7731-B circulation pump"]
     assert result["language"] == "en" and result["reranked"] is False
-    assert _search(app_client, admin_token, query="年假几天")["language"] == "zh"
+    zh_result = _search(app_client, admin_token, query="年假几天", rerank=False)
+    assert zh_result["language"] == "zh"
+    assert "dense_en" not in zh_result["results"][0]["scores"]  # English embedder: English only
+
+    # English chunks carry a second, English embedding; Chinese chunks do not.
+    with db.session_scope(settings) as session:
+        rows = session.exec(select(Chunk.library_id, Chunk.embedding_en)).all()
+    assert all(e is not None for lib, e in rows if lib == en)
+    assert all(e is None for lib, e in rows if lib == zh)
+    manifest = read_manifest(settings.indexes_dir, en)
+    assert manifest is not None and manifest.embedder_en == "bge-small-en-v1.5-int8"
+    assert manifest.count_en == manifest.count
 
 
 def test_english_queries_are_reranked_by_default(

@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.analyzer import analyze, normalize, query_language
+from retrieval.analyzer import analyze, is_keyword_query, normalize, query_language
 
 
 def test_fullwidth_folds_to_halfwidth() -> None:
@@ -51,3 +51,23 @@ def test_person_name_survives() -> None:
 )
 def test_query_language(query: str, lang: str) -> None:
     assert query_language(query) == lang
+
+
+@pytest.mark.parametrize(
+    ("query", "keyword"),
+    [
+        ("ZK-2024-017", True),
+        ("ＺＫ－２０２４－０１７", True),
+        ("What is XR-7731-B", True),
+        ("张伟", True),
+        ("年假", True),
+        ("Dominic Thiem", True),
+        ("What was Tesla's revenue in Q1 2021?", False),
+        ("How much can I get back for a hotel room on a business trip?", False),
+        ("我工作满一年了，可以休几天假？", False),
+        ("张伟的电话是多少", False),
+        ("ZK-2024-017 空压机多久保养一次", False),
+    ],
+)
+def test_keyword_queries_are_recognised(query: str, keyword: bool) -> None:
+    assert is_keyword_query(query) is keyword

@@ -260,3 +260,21 @@ def test_use_tokenizes_with_the_cpp_sentencepiece_identically_to_the_reference()
             text, out_type=int
         )
         assert emb.count_tokens(text) == len(reference.encode(text, add_bos=False, add_eos=False))
+
+
+def test_bundled_english_embedder() -> None:
+    from retrieval.embedders import query_text
+
+    bge = load_embedder("bge-small-en", threads=1)
+    assert (bge.name, bge.dim) == ("bge-small-en-v1.5-int8", 384)
+    assert bge.max_tokens == 510 and bge.count_tokens("hello world") == 2
+    assert query_text(bge, "q").endswith(": q") and query_text(load_embedder("use"), "q") == "q"
+    q = bge.embed([query_text(bge, "who won the men's singles at the 2020 US Open?")])[0]
+    docs = bge.embed(
+        [
+            "Dominic Thiem defeated Alexander Zverev in the final to win the 2020 US Open.",
+            "The canteen opens at 11:30 and vegetarian dishes are marked green.",
+        ]
+    )
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
+    assert docs[0] @ q > docs[1] @ q + 0.2

@@ -169,3 +169,31 @@ def test_keyword_search_k_bounds(tmp_path: Path, k: int) -> None:
     assert snap is not None
     hits = snap.keywords.search(["common"], k)
     assert len(hits) == min(k, 3)
+
+
+def _english(ids: list[int], calls: list[list[int]]) -> index_store.DenseInput:
+    def fetch(wanted: Sequence[int]) -> np.ndarray:
+        calls.append(list(wanted))
+        return _vectors([w + 500 for w in wanted])
+
+    return index_store.DenseInput(embedder="test-en", dim=DIM, wanted_ids=ids, fetch_vectors=fetch)
+
+
+def test_english_index_is_kept_in_step(tmp_path: Path) -> None:
+    calls: list[list[int]] = []
+    r1 = _sync(tmp_path, [1, 2, 3], english=_english([1, 3], calls))
+    assert (r1.manifest.embedder_en, r1.manifest.count_en) == ("test-en", 2)
+    assert calls == [[1, 3]]
+    # Only the English side changes: a new version, vectors fetched for the new id only.
+    r2 = _sync(tmp_path, [1, 2, 3], english=_english([1, 2, 3], calls))
+    assert r2.changed and r2.manifest.count_en == 3 and calls[-1] == [2]
+    assert not _sync(tmp_path, [1, 2, 3], english=_english([1, 2, 3], calls)).changed
+    snap = LibraryReader(tmp_path, 7).current()
+    assert snap is not None and snap.vectors_en is not None and snap.ids_en is not None
+    assert sorted(snap.ids_en.tolist()) == [1, 2, 3]
+    assert snap.vectors_en.search(_vectors([502])[0], 1)[0][0] == 2
+    # Turning the English embedder off publishes a snapshot without its index.
+    r3 = _sync(tmp_path, [1, 2, 3])
+    assert r3.changed and r3.manifest.embedder_en == "" and r3.manifest.count_en == 0
+    snap = LibraryReader(tmp_path, 7).current()
+    assert snap is not None and snap.vectors_en is None

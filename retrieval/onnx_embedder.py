@@ -1,0 +1,97 @@
+"""BERT-style sentence embedders exported to ONNX, run with onnxruntime (no torch).
+
+The bundled one is BAAI/bge-small-en-v1.5 (int8, 384 dims, English): CLS pooling, and queries
+(not passages) get bge's retrieval instruction as a prefix. ADR 0004 has its numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
+
+
+class OnnxBertEmbedder:
+    name: str
+    dim: int
+    max_tokens: int
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str,
+        query_prefix: str = "",
+        threads: int = 1,
+        batch_size: int = 16,
+        max_length: int = 512,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model, vocab = model_dir / "model.onnx", model_dir / "tokenizer.json"
+        for needed in (model, vocab):
+            if not needed.is_file():
+                raise FileNotFoundError(f"embedder file missing: {needed}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer: Any = Tokenizer.from_file(str(vocab))
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.enable_padding()
+        self._counter: Any = Tokenizer.from_file(str(vocab))
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self.name = name
+        self.query_prefix = query_prefix
+        self.threads = threads
+        self.batch_size = batch_size
+        self.max_tokens = max_length - 2  # [CLS] and [SEP]
+        self.dim = int(self._encode(["warm-up"]).shape[1])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        enc = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        feed: dict[str, np.ndarray] = {
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        }
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
+        cls = hidden[:, 0] if hidden.ndim == 3 else hidden
+        norms = np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(cls / norms, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of strings, not a single str")
+        items = list(texts)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        if not items:
+            return out
+        bs = batch_size or self.batch_size
+        # Similar lengths together: less padding.
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            out[idx] = self._encode([items[i] for i in idx])
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        if not text or text.isspace():
+            return 0
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def __repr__(self) -> str:
+        return f"OnnxBertEmbedder({self.name!r}, threads={self.threads})"
