@@ -72,6 +72,7 @@ class DocumentOut(BaseModel):
     id: int
     library_id: int
     filename: str
+    title: str = Field("", description="From the document's first heading or line, once parsed")
     folder: str
     sha256: str
     media_type: str
@@ -138,7 +139,8 @@ class PassageOut(BaseModel):
     chunk_id: int = Field(description="Best-ranked chunk of the passage")
     chunk_ids: list[int] = Field(description="Adjacent chunks merged into this passage")
     document_id: int
-    title: str
+    title: str = Field(description="The document's title, or its file name when it has none")
+    filename: str
     library_id: int
     library_name: str
     text: str

@@ -13,8 +13,8 @@ from core import db
 from core.repo import chunks as chunk_repo
 from core.settings import Settings, get_settings
 from ingest.parse import parse_document
-from retrieval.analyzer import analyze
-from workers.embedding import ingestion_embedder
+from retrieval.analyzer import analyze, text_language
+from workers.embedding import ingestion_embedder, ingestion_embedder_en
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -35,6 +35,7 @@ def bench_ingest(
             data_dir=Path(tmp),
             database_url=f"sqlite:///{tmp}/bench.db",
             embedder=base.embedder,
+            embedder_en=base.embedder_en,
             embed_batch_size=base.embed_batch_size,
             embed_threads=base.embed_threads,
             chunk_max_tokens=base.chunk_max_tokens,
@@ -45,6 +46,9 @@ def bench_ingest(
         # libraries, spaCy, jieba) as for the raw embedder (weights), as in a running worker.
         embedder = ingestion_embedder(settings)
         embedder.embed(["warm up 预热"])
+        embedder_en = ingestion_embedder_en(settings)
+        if embedder_en is not None:
+            embedder_en.embed(["warm up"])
         parse_document(b"Warm-up title\n\nA warm-up paragraph that has a verb in it.", "warm.txt")
         analyze("预热 warm-up")
         started = time.perf_counter()
@@ -56,8 +60,13 @@ def bench_ingest(
                 for d in _ready_docs(settings, summary.library_id)
                 for c in chunk_repo.for_document(session, d)
             ]
+        # The raw baseline does what the pipeline's embedding step does: every chunk through
+        # the main embedder, the English ones through the English embedder too.
+        english = [t for t in texts if text_language(t) == "en"]
         started = time.perf_counter()
         embedder.embed(texts, batch_size=settings.embed_batch_size)
+        if embedder_en is not None and english:
+            embedder_en.embed(english, batch_size=settings.embed_batch_size)
         embed_s = time.perf_counter() - started
         db.dispose_engines()
     n_docs = summary.ready
@@ -74,6 +83,8 @@ def bench_ingest(
         "embedder_chunks_per_s": round(embed_cps, 2),
         "ratio": round(pipeline_cps / embed_cps, 3) if embed_cps else 0.0,
         "embedder": embedder.name,
+        "embedder_en": embedder_en.name if embedder_en is not None else None,
+        "english_chunks": len(english),
         "cpus": os.cpu_count(),
     }
     if as_json:

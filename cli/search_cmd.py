@@ -26,8 +26,9 @@ def _pages(p: Passage) -> str:
 
 
 def _describe(rank: int, p: Passage) -> str:
+    name = p.title if p.title == p.filename or not p.filename else f"{p.title} ({p.filename})"
     where = " · ".join(
-        x for x in (p.title, p.library_name, _pages(p), " › ".join(p.heading_path)) if x
+        x for x in (name, p.library_name, _pages(p), " › ".join(p.heading_path)) if x
     )
     scores = "  ".join(f"{k} {v:.4g}" for k, v in sorted(p.scores.items()))
     text = " ".join(p.text.split())

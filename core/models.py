@@ -86,6 +86,9 @@ class Document(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     filename: str = Field(max_length=1000)
     folder: str = Field(default="", max_length=2000, description="Folder path inside an upload")
+    title: str = Field(
+        default="", max_length=500, description="From the first heading or line; may be empty"
+    )
     media_type: str = Field(default="", max_length=200)
     kind: str = Field(default="", max_length=20)
     size: int = 0

@@ -65,7 +65,8 @@ class Passage:
     A passage is one chunk or several adjacent chunks of one document merged; `chunk_id` is the
     best-ranked of them, `chunk_ids` all of them in document order. `scores` holds each
     ranker's raw score (dense cosine, BM25) and `score` the fused one. `duplicate_chunk_ids`
-    are lower-ranked chunks collapsed into this passage as near-duplicates.
+    are lower-ranked chunks collapsed into this passage as near-duplicates. `title` is the
+    document's title, or its file name when it has none; `filename` is always the file name.
     """
 
     chunk_id: int
@@ -81,3 +82,4 @@ class Passage:
     chunk_ids: list[int] = field(default_factory=list)
     library_name: str = ""
     duplicate_chunk_ids: list[int] = field(default_factory=list)
+    filename: str = ""

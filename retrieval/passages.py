@@ -33,6 +33,7 @@ class RankedChunk:
     score: float
     scores: dict[str, float] = field(default_factory=dict)
     library_name: str = ""
+    filename: str = ""
 
 
 def join_overlapping(first: str, second: str, max_overlap: int = 2000) -> str:
@@ -73,6 +74,7 @@ def _merge_run(run: list[RankedChunk]) -> Passage:
         library_name=best.library_name,
         text=text,
         title=best.title,
+        filename=best.filename,
         heading_path=list(run[0].heading_path),
         page_start=_first_page([c.page_start for c in run]),
         page_end=_last_page([c.page_end for c in run]),

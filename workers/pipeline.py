@@ -26,9 +26,11 @@ from core.repo import chunks as chunk_repo
 from core.repo import documents as doc_repo
 from core.settings import Settings
 from core.storage import OriginalStore
+from core.textutil import contextual_text
 from core.types import ChunkDraft
 from ingest.chunk import chunk_elements
 from ingest.parse import parse_document
+from ingest.title import document_title
 from retrieval.analyzer import analyze, text_language
 from retrieval.embedders import Embedder
 from workers.embedding import ingestion_embedder, ingestion_embedder_en
@@ -113,12 +115,15 @@ def _process(
     data = store.read(doc.sha256)
 
     parsed = parse_document(data, doc.filename, ocr_languages=settings.ocr_languages)
+    title = document_title(parsed.elements)
+    doc.title = title
     _advance(
         session,
         doc,
         token,
         DocStatus.parsing,
         PARSED,
+        title=title,
         page_count=parsed.page_count,
         parse_strategy=parsed.strategy[:40],
         warnings=[w[:500] for w in parsed.warnings[:20]],
@@ -127,7 +132,8 @@ def _process(
     drafts = chunk_elements(
         parsed.elements,
         count_tokens=embedder.count_tokens,
-        max_tokens=min(settings.chunk_max_tokens, embedder.max_tokens),
+        # Chunks are embedded with their document's title in front: leave room for it.
+        max_tokens=_chunk_budget(settings, embedder, title),
         overlap_tokens=settings.chunk_overlap_tokens,
     )
     if not drafts:
@@ -145,7 +151,11 @@ def _process(
         )
 
     vectors = embed_drafts(
-        embedder, drafts, settings.embed_batch_size, on_progress=progress(0.0, main_share)
+        embedder,
+        drafts,
+        settings.embed_batch_size,
+        on_progress=progress(0.0, main_share),
+        title=title,
     )
     vectors_en: dict[int, np.ndarray] = {}
     if embedder_en is not None and english:
@@ -154,6 +164,7 @@ def _process(
             [drafts[i] for i in english],
             settings.embed_batch_size,
             on_progress=progress(main_share, 1.0 - main_share),
+            title=title,
         )
         vectors_en = dict(zip(english, found, strict=True))
     keywords = [keyword_text(doc, d) for d in drafts]
@@ -187,9 +198,14 @@ def _record_failure(
         doc_repo.fail(fresh, document_id, token, reason)
 
 
+def _chunk_budget(settings: Settings, embedder: Embedder, title: str) -> int:
+    budget = min(settings.chunk_max_tokens, embedder.max_tokens)
+    return max(budget // 2, budget - embedder.count_tokens(title) - 1) if title else budget
+
+
 def keyword_text(doc: Document, draft: ChunkDraft) -> str:
-    """Analyzer tokens for BM25: the chunk, its heading path and the file name."""
-    context = " ".join([*draft.heading_path, doc.filename])
+    """Analyzer tokens for BM25: the chunk, its heading path, the title and the file name."""
+    context = " ".join([*draft.heading_path, doc.title, doc.filename])
     return " ".join(analyze(f"{draft.text}\n{context}"))
 
 
@@ -198,9 +214,10 @@ def embed_drafts(
     drafts: list[ChunkDraft],
     batch_size: int,
     on_progress: Callable[[float], object] | None = None,
+    title: str = "",
 ) -> np.ndarray:
     parts: list[np.ndarray] = []
-    texts = [d.text for d in drafts]
+    texts = [contextual_text(title, d.text) for d in drafts]
     step = max(batch_size * 4, 1)
     for start in range(0, len(texts), step):
         parts.append(embedder.embed(texts[start : start + step], batch_size=batch_size))

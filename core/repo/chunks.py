@@ -133,6 +133,7 @@ class ChunkWithSource:
     chunk: Chunk
     filename: str
     folder: str
+    title: str
     library_name: str
 
 
@@ -143,7 +144,7 @@ def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, ChunkWithSou
     if not chunk_ids:
         return {}
     rows = session.exec(
-        select(Chunk, Document.filename, Document.folder, Library.name)
+        select(Chunk, Document, Library.name)
         .join(Document, col(Document.id) == col(Chunk.document_id))
         .join(Library, col(Library.id) == col(Chunk.library_id))
         .where(
@@ -153,8 +154,8 @@ def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, ChunkWithSou
         )
     )
     return {
-        c.id: ChunkWithSource(c, filename, folder, lib)
-        for c, filename, folder, lib in rows
+        c.id: ChunkWithSource(c, d.filename, d.folder, d.title, lib)
+        for c, d, lib in rows
         if c.id is not None
     }
 

@@ -3,6 +3,7 @@ reranker, real database (SQLite and PostgreSQL), through the REST API and the CL
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def _search(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
 
 
 def _titles(result: dict[str, Any]) -> list[str]:
-    return [p["title"] for p in result["results"]]
+    return [p["filename"] for p in result["results"]]
 
 
 def test_search_sees_only_granted_libraries_and_forbidden_ones_change_nothing(
@@ -198,6 +199,7 @@ def test_ranking_on_english_and_chinese(
     # Found by all three rankers (multilingual and English embedders, BM25), fused.
     assert set(best["scores"]) == {"dense", "dense_en", "bm25"}
     assert best["library_name"] == "English"
+    assert (best["title"], best["filename"]) == ("XR-7731-B circulation pump", "pump-manual.md")
     assert best["heading_path"][:1] == ["XR-7731-B circulation pump"]
     assert result["language"] == "en" and result["reranked"] is False
     zh_result = _search(app_client, admin_token, query="年假几天", rerank=False)
@@ -221,7 +223,7 @@ def test_english_queries_are_reranked_by_default(
     result = _search(app_client, admin_token, query="When should the pump seal be replaced?")
     assert result["reranked"] is True
     assert "rerank" in result["results"][0]["scores"]
-    assert result["results"][0]["title"] == "pump-manual.md"
+    assert result["results"][0]["filename"] == "pump-manual.md"
     # The reranker is English-only: Chinese queries keep the fused order.
     assert _search(app_client, admin_token, query="空压机保养")["reranked"] is False
 
@@ -256,10 +258,11 @@ def test_cli_search(settings: Settings, tmp_path: Path, monkeypatch: pytest.Monk
     runner = CliRunner()
     out = runner.invoke(cli_app, ["search", "XR-7731-B", "--library", "English", "-k", "2"])
     assert out.exit_code == 0, out.output
-    assert "pump-manual.md · English" in out.output
+    assert "XR-7731-B circulation pump (pump-manual.md) · English" in out.output
     out = runner.invoke(cli_app, ["search", "年假", "--json"])
     assert out.exit_code == 0, out.output
-    assert '"title": "年假制度.md"' in out.output
+    top = json.loads(out.output)["results"][0]
+    assert (top["filename"], top["title"]) == ("年假制度.md", "年假"), top
     out = runner.invoke(cli_app, ["search", "pump", "--library", "Nope"])
     assert out.exit_code != 0 and "no library named 'Nope'" in out.output
     reset_settings()
