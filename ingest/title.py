@@ -1,5 +1,4 @@
-"""A document's title, from its first elements: what people call it, and the context every
-chunk of it is embedded with (a chunk deep in a long report rarely names its subject)."""
+"""A document's title, from its first elements: what search results and citations call it."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from sqlmodel import Session
 from core.errors import ZhikuError
 from core.repo import chunks as chunk_repo
 from core.settings import Settings
-from core.textutil import contextual_text
 from core.types import Passage
 from retrieval.analyzer import is_keyword_query, query_language
 from retrieval.embedders import Embedder, load_embedder
@@ -185,9 +184,7 @@ class Retriever:
         judged = [
             i for i, c in enumerate(head) if query_language(c.text) in self.reranker.languages
         ]
-        scores = self.reranker.score(
-            query, [contextual_text(head[i].title, head[i].text) for i in judged]
-        )
+        scores = self.reranker.score(query, [head[i].text for i in judged])
         rescored = sorted(
             (
                 replace(head[i], score=s, scores={**head[i].scores, RERANK: s})

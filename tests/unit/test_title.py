@@ -1,8 +1,7 @@
-"""Document titles and the contextual text chunks are embedded with (pure)."""
+"""Document titles (pure)."""
 
 from __future__ import annotations
 
-from core.textutil import contextual_text
 from core.types import ParsedElement
 from ingest.title import document_title
 
@@ -32,9 +31,3 @@ def test_no_title_for_a_single_line_urls_or_long_lines() -> None:
     assert document_title([_el("Title", "https://example.org/page"), _el("Text", "x")]) == ""
     assert document_title([_el("NarrativeText", "word " * 100), _el("Text", "more")]) == ""
     assert document_title([]) == ""
-
-
-def test_contextual_text_prefixes_the_title_once() -> None:
-    assert contextual_text("Pump manual", "Replace the seal.") == "Pump manual\nReplace the seal."
-    assert contextual_text("Pump manual", "Pump manual\nReplace.") == "Pump manual\nReplace."
-    assert contextual_text("", "Replace the seal.") == "Replace the seal."
