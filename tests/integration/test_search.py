@@ -18,9 +18,9 @@ from core import db
 from core.models import Chunk
 from core.settings import Settings
 from retrieval.index_store import read_manifest
+from tests.integration.api_helpers import V1, auth, create_user
 
 pytestmark = pytest.mark.integration
-V1 = "/api/v1"
 
 ENGLISH = {
     "pump-manual.md": """# XR-7731-B circulation pump
@@ -91,34 +91,17 @@ def _ingest(settings: Settings, tmp_path: Path, name: str, files: dict[str, str]
     return summary.library_id
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _user(client: TestClient, admin: str, name: str) -> tuple[int, str]:
-    r = client.post(
-        f"{V1}/users",
-        json={"username": name, "password": "a long passphrase"},
-        headers=_auth(admin),
-    )
-    assert r.status_code == 201, r.text
-    login = client.post(
-        f"{V1}/auth/login", json={"username": name, "password": "a long passphrase"}
-    )
-    return int(r.json()["id"]), str(login.json()["access_token"])
-
-
 def _grant(client: TestClient, admin: str, lib: int, user_id: int) -> None:
     r = client.post(
         f"{V1}/libraries/{lib}/grants",
         json={"user_id": user_id, "permission": "read"},
-        headers=_auth(admin),
+        headers=auth(admin),
     )
     assert r.status_code == 201, r.text
 
 
 def _search(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
-    r = client.post(f"{V1}/search", json=body, headers=_auth(token))
+    r = client.post(f"{V1}/search", json=body, headers=auth(token))
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
@@ -132,8 +115,8 @@ def test_search_sees_only_granted_libraries_and_forbidden_ones_change_nothing(
     settings: Settings, tmp_path: Path, app_client: TestClient, admin_token: str
 ) -> None:
     public = _ingest(settings, tmp_path, "Public", ENGLISH)
-    alice_id, alice = _user(app_client, admin_token, "alice")
-    bob_id, bob = _user(app_client, admin_token, "bob")
+    alice_id, alice = create_user(app_client, admin_token, "alice")
+    bob_id, bob = create_user(app_client, admin_token, "bob")
     _grant(app_client, admin_token, public, alice_id)
     _grant(app_client, admin_token, public, bob_id)
     queries = ["XR-7731-B pump", "Who pays for my hotel during the negotiation?"]
@@ -157,15 +140,15 @@ def test_search_sees_only_granted_libraries_and_forbidden_ones_change_nothing(
     assert "merger.md" in _titles(bob_result)
     # Asking for the forbidden library by id looks exactly like asking for a missing one.
     forbidden = app_client.post(
-        f"{V1}/search", json={"query": "pump", "library_ids": [secret]}, headers=_auth(alice)
+        f"{V1}/search", json={"query": "pump", "library_ids": [secret]}, headers=auth(alice)
     )
     missing = app_client.post(
-        f"{V1}/search", json={"query": "pump", "library_ids": [9999]}, headers=_auth(alice)
+        f"{V1}/search", json={"query": "pump", "library_ids": [9999]}, headers=auth(alice)
     )
     assert forbidden.status_code == missing.status_code == 404
     assert forbidden.json()["error"]["code"] == missing.json()["error"]["code"]
     # A user with no grant at all gets nothing, not an error.
-    _, carol = _user(app_client, admin_token, "carol")
+    _, carol = create_user(app_client, admin_token, "carol")
     assert _search(app_client, carol, query="pump")["results"] == []
 
 
@@ -242,7 +225,7 @@ def test_english_queries_are_reranked_by_default(
 def test_bad_search_requests_get_clear_errors(
     app_client: TestClient, admin_token: str, body: dict[str, Any], status: int
 ) -> None:
-    r = app_client.post(f"{V1}/search", json=body, headers=_auth(admin_token))
+    r = app_client.post(f"{V1}/search", json=body, headers=auth(admin_token))
     assert r.status_code == status, r.text
     assert "error" in r.json() or "detail" in r.json()
 
