@@ -17,6 +17,8 @@ from functools import lru_cache
 import jieba
 import Stemmer
 
+from core.stopwords import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS
+
 jieba.setLogLevel(logging.WARNING)
 _init_lock = threading.Lock()
 _initialized = False
@@ -26,113 +28,6 @@ _RUN = re.compile(rf"([{_CJK}]+)|([^\s{_CJK}]+)")
 _WORD = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*", re.UNICODE)
 _SUBWORD = re.compile(r"[^\W_]+", re.UNICODE)
 
-ENGLISH_STOP_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "nor",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "too",
-        "us",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
-CHINESE_STOP_WORDS = frozenset(
-    [
-        "的",
-        "了",
-        "和",
-        "是",
-        "在",
-        "也",
-        "与",
-        "及",
-        "或",
-        "就",
-        "都",
-        "而",
-        "被",
-        "把",
-        "对",
-        "等",
-        "之",
-        "其",
-        "于",
-        "以",
-        "中",
-        "个",
-        "这",
-        "那",
-        "吗",
-        "呢",
-        "吧",
-        "啊",
-    ]
-)
 _stemmer = Stemmer.Stemmer("english")
 
 
@@ -189,8 +84,6 @@ def text_language(text: str) -> str:
     words = len(_LATIN_WORD.findall(text))
     return "zh" if han and han >= words else "en"
 
-
-query_language = text_language
 
 _QUERY_WORD = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*", re.UNICODE)
 _CODE = re.compile(r"(?=[^\W_]*\d)(?=[^\W_]*[^\W\d_])|\d+[-_./]\d", re.UNICODE)

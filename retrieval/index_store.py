@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -320,8 +321,6 @@ class LibraryReader:
 
     def wait_loaded(self, timeout: float = 30.0) -> Snapshot | None:
         """The newest snapshot, waiting for a background reload (tests, warm-up)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
             snap = self.current()

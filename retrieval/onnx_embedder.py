@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.embedders import _check_texts, _embed_batched
 from retrieval.onnx_bert import OnnxBert
 
 BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
@@ -48,25 +49,13 @@ class OnnxBertEmbedder:
         self.dim = int(self._encode(["warm-up"]).shape[1])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """CLS vectors of a batch (normalised by the caller)."""
         hidden = self._model.run(texts)
-        cls = hidden[:, 0] if hidden.ndim == 3 else hidden  # CLS pooling
-        norms = np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(cls / norms, dtype=np.float32)
+        return hidden[:, 0] if hidden.ndim == 3 else hidden
 
     def embed(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of strings, not a single str")
-        items = list(texts)
-        out = np.empty((len(items), self.dim), dtype=np.float32)
-        if not items:
-            return out
-        bs = batch_size or self.batch_size
-        # Similar lengths together: less padding.
-        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            out[idx] = self._encode([items[i] for i in idx])
-        return out
+        items = _check_texts(texts)
+        return _embed_batched(items, self.dim, batch_size or self.batch_size, self._encode)
 
     def count_tokens(self, text: str) -> int:
         if not text or text.isspace():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from sqlmodel import Session
 
@@ -20,7 +20,7 @@ from core.errors import ZhikuError
 from core.repo import chunks as chunk_repo
 from core.settings import Settings
 from core.types import Passage
-from retrieval.analyzer import is_keyword_query, query_language
+from retrieval.analyzer import is_keyword_query, text_language
 from retrieval.embedders import Embedder, load_embedder
 from retrieval.hybrid import DENSE, DENSE_EN, KEYWORD, HybridSearcher
 from retrieval.passages import RankedChunk, collapse_near_duplicates, merge_adjacent
@@ -50,7 +50,6 @@ class SearchResult:
     reranked: bool
     passages: list[Passage]
     took_ms: float
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Retriever:
@@ -107,7 +106,7 @@ class Retriever:
             raise BadQuery(f"top_k must be between 1 and {self.settings.search_max_top_k}")
         if rerank and self.reranker is None:
             raise BadQuery("no reranker is installed; set ZHIKU_RERANKER to a local model")
-        lang = query_language(query)
+        lang = text_language(query)
         # A reranker serves the languages it was trained on; others keep the fused order.
         use_rerank = (
             self.reranker is not None and rerank is not False and lang in self.reranker.languages
@@ -118,9 +117,7 @@ class Retriever:
             lang
         )
         fetch = max(k * OVERFETCH, self.settings.rerank_candidates if use_rerank else 0)
-        timings: dict[str, float] = {}
 
-        t = time.perf_counter()
         hits = self.searcher.search(
             query,
             library_ids,
@@ -130,9 +127,7 @@ class Retriever:
             # The English embedder only serves English queries.
             modes=tuple(m for m in MODES[mode] if m != DENSE_EN or lang == "en"),
         )
-        timings["rank"] = _ms(t)
 
-        t = time.perf_counter()
         rows = chunk_repo.by_ids(session, [h.chunk_id for h in hits])
         ranked = [
             RankedChunk(
@@ -153,12 +148,9 @@ class Retriever:
             for h in hits
             if (row := rows.get(h.chunk_id)) is not None
         ]
-        timings["hydrate"] = _ms(t)
 
         if use_rerank and self.reranker is not None and ranked:
-            t = time.perf_counter()
             ranked = self._rerank(query, ranked)
-            timings["rerank"] = _ms(t)
 
         passages = collapse_near_duplicates(merge_adjacent(ranked))[:k]
         return SearchResult(
@@ -168,7 +160,6 @@ class Retriever:
             reranked=use_rerank,
             passages=passages,
             took_ms=_ms(started),
-            timings_ms=timings,
         )
 
     def _rerank(self, query: str, ranked: list[RankedChunk]) -> list[RankedChunk]:
@@ -181,9 +172,7 @@ class Retriever:
         """
         assert self.reranker is not None
         head = ranked[: self.settings.rerank_candidates]
-        judged = [
-            i for i, c in enumerate(head) if query_language(c.text) in self.reranker.languages
-        ]
+        judged = [i for i, c in enumerate(head) if text_language(c.text) in self.reranker.languages]
         scores = self.reranker.score(query, [head[i].text for i in judged])
         rescored = sorted(
             (

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from core.stopwords import ENGLISH_STOP_WORDS
 from core.types import Passage
 
 SUPPORT_THRESHOLD = 0.5
@@ -20,36 +21,6 @@ _MARKER = re.compile(r"[\[［【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]�
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;])|(?<=[.])(?=\s|[\[［【]\d)|\n+")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "this",
-        "to",
-        "was",
-        "were",
-        "which",
-        "with",
-    ]
-)
 _MIN_CLAIM_TOKENS = 3
 
 
@@ -137,7 +108,7 @@ def content_tokens(text: str) -> set[str]:
     tokens: set[str] = set()
     for run in _HAN.findall(text):
         tokens |= {run[i : i + 2] for i in range(len(run) - 1)} if len(run) > 1 else {run}
-    tokens |= {w for w in _WORD.findall(_HAN.sub(" ", text)) if w not in _STOP}
+    tokens |= {w for w in _WORD.findall(_HAN.sub(" ", text)) if w not in ENGLISH_STOP_WORDS}
     return tokens
 
 

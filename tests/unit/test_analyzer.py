@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.analyzer import analyze, is_keyword_query, normalize, query_language
+from retrieval.analyzer import analyze, is_keyword_query, normalize, text_language
 
 
 def test_fullwidth_folds_to_halfwidth() -> None:
@@ -49,8 +49,8 @@ def test_person_name_survives() -> None:
         ("What does 知库 mean in the product name Zhiku", "en"),
     ],
 )
-def test_query_language(query: str, lang: str) -> None:
-    assert query_language(query) == lang
+def test_text_language(query: str, lang: str) -> None:
+    assert text_language(query) == lang
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from retrieval.rerank import load_reranker
@@ -29,3 +31,22 @@ def test_reranker_specs() -> None:
         load_reranker("magic")
     with pytest.raises(FileNotFoundError):
         load_reranker("onnx:/nonexistent")
+
+
+def test_a_local_sentence_transformers_cross_encoder_loads(tmp_path: Path) -> None:
+    # A cross-encoder directory as sentence-transformers saves one: MiniLM with a fresh
+    # one-logit head (untrained, so only loading and scoring are checked here).
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from retrieval.embedders import _minilm_dir
+
+    src = str(_minilm_dir())
+    AutoModelForSequenceClassification.from_pretrained(
+        src, num_labels=1, local_files_only=True
+    ).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(tmp_path)
+    reranker = load_reranker(f"st:{tmp_path}")
+    assert reranker is not None and reranker.languages == ("zh", "en")
+    scores = reranker.score("pump seal", ["Replace the pump seal.", "The canteen opens."])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert reranker.score("pump seal", ["Replace the pump seal."]) == scores[:1]
