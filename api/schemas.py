@@ -162,3 +162,87 @@ class SearchOut(BaseModel):
     library_ids: list[int] = Field(description="The libraries that were searched")
     took_ms: float
     results: list[PassageOut]
+
+
+class ChatIn(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    conversation_id: int | None = None
+    library_ids: list[int] | None = Field(
+        None, description="Libraries to ask (default: the conversation's, else all you may read)"
+    )
+    stream: bool = False
+
+
+class CitationOut(BaseModel):
+    marker: int = Field(description="n of the [n] marker, numbering the prompt's passages")
+    start: int = Field(description="Char span of the marker in the answer")
+    end: int
+    sentence: str = Field(description="The answer sentence that carries the marker")
+    document_id: int
+    chunk_id: int
+    title: str
+    filename: str
+    library_id: int
+    library_name: str
+    page_start: int | None
+    page_end: int | None
+    snippet: str = Field(description="The passage sentence the claim rests on")
+    snippet_start: int = Field(description="Char span of the snippet inside the source's text")
+    snippet_end: int
+
+
+class SourceOut(BaseModel):
+    marker: int
+    document_id: int
+    chunk_ids: list[int]
+    title: str
+    filename: str
+    library_id: int
+    library_name: str
+    page_start: int | None
+    page_end: int | None
+    heading_path: list[str]
+    text: str
+
+
+class ChatOut(BaseModel):
+    conversation_id: int | None
+    message_id: int | None
+    question: str
+    standalone_question: str
+    answer: str
+    citations: list[CitationOut]
+    sources: list[SourceOut] = Field(description="Only passages the answer actually cites")
+    not_found: bool
+    blocked: bool
+    flags: dict[str, object] = Field(
+        description="uncited_sentences, unsupported_sentences, removed_markers, redacted, "
+        "blocked_by, blocked_categories, truncated"
+    )
+    reasoning: str = Field("", description="A reasoning model's thinking, kept apart")
+    timings: dict[str, float]
+
+
+class ConversationOut(BaseModel):
+    id: int
+    title: str
+    library_ids: list[int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    content: str
+    standalone_question: str
+    citations: list[dict[str, object]]
+    sources: list[dict[str, object]]
+    flags: dict[str, object]
+    not_found: bool
+    blocked: bool
+    created_at: datetime
+
+
+class ConversationDetailOut(ConversationOut):
+    messages: list[MessageOut]

@@ -35,3 +35,58 @@ def create_user(
         typer.echo(f"error: {exc.reason}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"created {'admin' if admin else 'user'} {username} (id {user.id})")
+
+
+@app.command("create-api-key")
+def create_api_key(
+    name: str = typer.Argument(..., help="What the key is for, e.g. 'OA system'"),
+    owner: str = typer.Option(..., "--owner", help="The user the key acts for"),
+    library: list[str] = typer.Option(
+        [],
+        "--library",
+        "-l",
+        help="Limit the key to this library (repeatable; default: all the owner may read)",
+    ),
+    scope: list[str] = typer.Option(["chat", "search"], "--scope", help="chat, search, ingest"),
+    days: int | None = typer.Option(None, "--days", help="Expire after this many days"),
+) -> None:
+    """Create an API key for an office system; the key is printed once and never stored."""
+    from datetime import timedelta
+
+    from core.models import utcnow
+    from core.repo import api_keys, libraries
+
+    settings = get_settings()
+    db.migrate(settings)
+    try:
+        with db.session_scope(settings) as session:
+            user = users.get_by_username(session, owner)
+            if user is None:
+                raise ZhikuError(f"no user named {owner!r}")
+            ids = []
+            for lib_name in library:
+                lib = libraries.get_by_name(session, lib_name)
+                if lib is None or lib.id is None:
+                    raise ZhikuError(f"no library named {lib_name!r}")
+                ids.append(lib.id)
+            expires = utcnow() + timedelta(days=days) if days else None
+            try:
+                key, plaintext = api_keys.create(session, user, name, scope, ids, expires)
+            except ValueError as exc:
+                raise ZhikuError(str(exc)) from None
+            audit.record(
+                session,
+                "api_key.create",
+                actor_user_id=user.id,
+                target_type="api_key",
+                target_id=key.id or "",
+                name=name,
+                scopes=scope,
+                libraries=ids,
+                via="cli",
+            )
+    except ZhikuError as exc:
+        typer.echo(f"error: {exc.reason}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"API key {key.prefix}… for {owner} ({', '.join(scope)}); shown once:")
+    typer.echo(plaintext)

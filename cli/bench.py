@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from cli import bench_chat
 from cli.ingest_cmd import ingest_paths
 from core import db
 from core.repo import chunks as chunk_repo
@@ -147,3 +148,6 @@ def bench_search(
             )
     if as_json:
         typer.echo(json.dumps({"sizes": sizes, "embedder": embedder.name, "cpus": os.cpu_count()}))
+
+
+app.command("chat")(bench_chat.bench_chat)

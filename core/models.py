@@ -168,3 +168,37 @@ class AuditEvent(SQLModel, table=True):
     target_id: str = Field(default="", max_length=64)
     client_ip: str = Field(default="", max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Conversation(SQLModel, table=True):
+    """A user's chat: its messages are visible to its owner only."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    api_key_id: int | None = Field(default=None, foreign_key="apikey.id")
+    title: str = Field(default="", max_length=200)
+    library_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Message(SQLModel, table=True):
+    """One turn. Assistant turns keep what the answer rested on: citations, cited sources, the
+    per-sentence support flags, and whether it was blocked or found nothing."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    role: str = Field(max_length=16)  # user | assistant
+    content: str = ""
+    standalone_question: str = Field(default="", description="The follow-up, rewritten")
+    reasoning: str = ""
+    citations: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    sources: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    flags: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    not_found: bool = False
+    blocked: bool = False
+    created_at: datetime = Field(default_factory=utcnow)

@@ -73,6 +73,41 @@ class Settings(BaseSettings):
     )
     rerank_candidates: int = Field(20, description="Fused passages the reranker re-scores")
 
+    # Model servers, for `main` (answers) and `safety` (a guard model). Unset base URLs are
+    # taken from what `zhiku models serve` wrote into the data dir (serving/endpoints.py).
+    main_base_urls: str = Field("", description="Comma-separated OpenAI-compatible /v1 URLs")
+    main_model: str = Field("", description="Served model name (default: what serve wrote)")
+    main_api_key: str | None = None
+    main_connect_timeout: float = 3.0
+    main_read_timeout: float = Field(60.0, description="Longest wait for the next bytes")
+    main_max_concurrency: int = 16
+    main_context_window: int = Field(0, description="Tokens; 0 = what serve wrote, else 4096")
+    main_tokenizer: str = Field("", description="Dir with tokenizer.json for token budgeting")
+    safety_backend: str = Field(
+        "classifier",
+        description="'classifier' (bundled, in-process), 'guard' (a Llama Guard / Qwen3Guard "
+        "style model at safety_base_urls) or 'off' (the lexicon and PII layers still run)",
+    )
+    safety_base_urls: str = ""
+    safety_model: str = ""
+    safety_api_key: str | None = None
+    safety_connect_timeout: float = 3.0
+    safety_read_timeout: float = 30.0
+    safety_max_concurrency: int = 16
+    safety_window_chars: int = Field(
+        160, description="A streamed answer is screened again every this many new characters"
+    )
+    lexicon_file: Path | None = Field(
+        None, description="Sensitive-word list (term<TAB>category); default data_dir/lexicon.txt"
+    )
+
+    # Answers
+    answer_max_tokens: int = 512
+    answer_temperature: float = Field(0.0, description="0 = greedy: repeatable answers")
+    answer_passages: int = Field(6, description="Passages retrieved for an answer")
+    history_turns: int = Field(6, description="Most recent turns kept in the prompt")
+    max_question_chars: int = 2000
+
     # Work queue
     task_max_retries: int = 5
     lease_seconds: int = Field(120, description="A document not touched for this long is stalled")
@@ -98,6 +133,14 @@ class Settings(BaseSettings):
     @property
     def indexes_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def lexicon_path(self) -> Path:
+        return self.lexicon_file or self.data_dir / "lexicon.txt"
 
     @property
     def tmp_dir(self) -> Path:

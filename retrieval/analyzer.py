@@ -17,7 +17,10 @@ from functools import lru_cache
 import jieba
 import Stemmer
 
+from core.language import text_language
 from core.stopwords import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS
+
+__all__ = ["analyze", "is_keyword_query", "normalize", "text_language"]
 
 jieba.setLogLevel(logging.WARNING)
 _init_lock = threading.Lock()
@@ -68,21 +71,6 @@ def analyze(text: str) -> list[str]:
                     continue
                 tokens.append(_stem(part) if part.isascii() and part.isalpha() else part)
     return tokens
-
-
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z]+")
-
-
-def text_language(text: str) -> str:
-    """ "zh" when the text is mostly Chinese (Han characters outnumber Latin words), else "en".
-
-    A mixed query such as "Zhiku 的 API key 怎么创建" counts as Chinese.
-    """
-    text = normalize(text)
-    han = len(_HAN.findall(text))
-    words = len(_LATIN_WORD.findall(text))
-    return "zh" if han and han >= words else "en"
 
 
 _QUERY_WORD = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*", re.UNICODE)

@@ -159,3 +159,57 @@ def check_sentences(
         flag = None if best >= threshold else "unsupported"
         checks.append(SentenceCheck(sentence.strip(), start, end, numbers, round(best, 3), flag))
     return checks
+
+
+def cited_span(claim: str, passage_text: str) -> tuple[int, int]:
+    """The span of `passage_text` that a citing sentence rests on: the passage sentence sharing
+    the most content tokens with `claim` (the whole passage when none shares any)."""
+    wanted = content_tokens(claim)
+    best, best_score = (0, len(passage_text)), 0.0
+    for start, end in split_sentences(passage_text):
+        tokens = content_tokens(passage_text[start:end])
+        if not tokens:
+            continue
+        score = len(wanted & tokens) / (len(wanted) or 1)
+        if score > best_score:
+            best, best_score = (start, end), score
+    start, end = best
+    while start < end and passage_text[start].isspace():
+        start += 1
+    return start, end
+
+
+AUTO_CITE_THRESHOLD = 0.7
+
+
+def add_missing_citations(
+    answer: str, passages: Sequence[Passage], threshold: float = AUTO_CITE_THRESHOLD
+) -> tuple[str, list[str]]:
+    """Small models often state what a passage says without its marker. Give such a sentence
+    the marker of the passage that contains most of its content words, when that share is at
+    least `threshold`; sentences that match no passage stay uncited. Returns the new text and
+    the sentences that received a marker, so the response can say which markers were added."""
+    if not passages:
+        return answer, []
+    passage_tokens = [content_tokens(p.text) for p in passages]
+    out: list[str] = []
+    added: list[str] = []
+    pos = 0
+    for start, end in split_sentences(answer):
+        sentence = answer[start:end]
+        out.append(answer[pos:start])
+        pos = end
+        claim = content_tokens(sentence)
+        if _MARKER.search(sentence) or len(claim) < _MIN_CLAIM_TOKENS:
+            out.append(sentence)
+            continue
+        shares = [len(claim & tokens) / len(claim) for tokens in passage_tokens]
+        best = max(range(len(shares)), key=shares.__getitem__)
+        if shares[best] < threshold:
+            out.append(sentence)
+            continue
+        body = sentence.rstrip()
+        out.append(f"{body}[{best + 1}]{sentence[len(body):]}")
+        added.append(body.strip())
+    out.append(answer[pos:])
+    return "".join(out), added

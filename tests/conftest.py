@@ -190,3 +190,120 @@ def admin_token(settings, app_client) -> str:  # type: ignore[no-untyped-def]
     )
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Real vLLM CPU servers with the prepared quantized model. They take minutes to start, so they
+# are launched as soon as collection shows a test marked `vllm`, and boot while other tests run.
+
+MODELS_CACHE = REPO / ".models-cache"
+TEST_MODEL = MODELS_CACHE / "smollm2-135m-w4a16"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class VllmServers:
+    """Two replicas of the main model: `main` (all cores) and `replica` (one core)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.servers: dict[str, object] = {}
+        self.error: str | None = None
+        self.thread: object | None = None
+        self.warm: set[str] = set()
+
+    def start(self) -> None:
+        import threading
+
+        reuse = os.environ.get("ZHIKU_TEST_VLLM_URLS")  # development: "main_url,replica_url"
+        if reuse:
+            self.reused = reuse.split(",")
+            return
+
+        self.thread = threading.Thread(target=self._boot, daemon=True)
+        self.thread.start()
+
+    def _boot(self) -> None:
+        from serving import model_server
+
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            prep = subprocess.run(
+                [sys.executable, "-m", "cli.main", "models", "prepare", "--out", str(TEST_MODEL)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if prep.returncode != 0:
+                raise RuntimeError(f"model preparation failed:\n{prep.stdout}\n{prep.stderr}")
+            for name, bind in (("main", "0-1"), ("replica", "1")):
+                spec = model_server.ServerSpec(
+                    TEST_MODEL,
+                    "zhiku-main",
+                    _free_port(),
+                    max_model_len=4096,
+                    kv_cache_gb=1,
+                    cpu_threads=bind,
+                )
+                self.servers[name] = model_server.launch(spec, self.log_dir)
+        except Exception as exc:  # reported by the fixture
+            self.error = str(exc)
+
+    reused: list[str] | None = None
+
+    def wait(self, name: str, timeout: float = 900) -> str:
+        from serving import model_server
+
+        if self.reused:
+            return self.reused[0 if name == "main" else 1]
+        assert self.thread is not None
+        self.thread.join(timeout)  # type: ignore[attr-defined]
+        if self.error:
+            raise RuntimeError(self.error)
+        server = self.servers[name]
+        if name not in self.warm:
+            model_server.wait_ready(server, timeout)  # type: ignore[arg-type]
+            model_server.warm_up(server.spec, timeout)  # type: ignore[attr-defined]
+            self.warm.add(name)
+        return str(server.spec.base_url)  # type: ignore[attr-defined]
+
+    def process(self, name: str):  # type: ignore[no-untyped-def]
+        if self.reused:
+            pytest.skip("reusing servers from ZHIKU_TEST_VLLM_URLS: not killing them")
+        return self.servers[name]
+
+    def stop(self) -> None:
+        from serving import model_server
+
+        for server in self.servers.values():
+            model_server.stop(server)  # type: ignore[arg-type]
+
+
+_VLLM: VllmServers | None = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    global _VLLM
+    if any(item.get_closest_marker("vllm") for item in items) and _VLLM is None:
+        _VLLM = VllmServers(REPO / "test-artifacts" / "vllm")
+        _VLLM.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _VLLM is not None:
+        _VLLM.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm() -> VllmServers:
+    """The running servers (waits for them; fails with the server log if they cannot start)."""
+    assert _VLLM is not None, "mark the test with @pytest.mark.vllm"
+    _VLLM.wait("main")
+    return _VLLM

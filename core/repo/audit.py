@@ -12,6 +12,7 @@ def record(
     action: str,
     *,
     actor_user_id: int | None = None,
+    actor_api_key_id: int | None = None,
     target_type: str = "",
     target_id: str | int = "",
     client_ip: str = "",
@@ -21,6 +22,7 @@ def record(
         AuditEvent(
             action=action,
             actor_user_id=actor_user_id,
+            actor_api_key_id=actor_api_key_id,
             target_type=target_type,
             target_id=str(target_id),
             client_ip=client_ip,

@@ -1,0 +1,108 @@
+"""Chat: a cited answer from the libraries the caller may read, streamed as server-sent events
+or returned whole."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.answers import engine_for, prepare_turn, run_turn
+from api.deps import SessionDep, SettingsDep, UserDep, client_ip
+from api.errors import error_body
+from api.schemas import ChatIn, ChatOut
+from core.errors import ZhikuError
+from core.repo import conversations, libraries
+from serving.answering import CitationEvent, Failure, Token
+
+router = APIRouter(prefix="/chat", tags=["chat"])
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post(
+    "",
+    response_model=ChatOut,
+    responses={
+        200: {
+            "description": "The answer; with `stream: true`, `text/event-stream` events "
+            "`token` {text}, `citation` {marker, document_id, …}, `done` (the ChatOut) and "
+            "`error` {code, message}",
+        },
+        503: {"description": "The language model is unavailable; try again"},
+    },
+)
+async def chat(
+    body: ChatIn, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+) -> Any:
+    """Ask a question. Only libraries you may read are searched; follow-ups in a conversation
+    are rewritten into standalone questions first. Blocked questions and "not found" are
+    answers (`blocked`, `not_found`), not errors."""
+    question = body.question.strip()
+    if not question:
+        raise ZhikuError("the question is empty", status=422)
+    if len(question) > settings.max_question_chars:
+        raise ZhikuError(
+            f"the question is longer than {settings.max_question_chars} characters", status=422
+        )
+    requested = body.library_ids
+    if requested is None and body.conversation_id is not None:
+        assert user.id is not None
+        conv = conversations.get_owned(session, body.conversation_id, user.id)
+        requested = conv.library_ids or None
+    library_ids = libraries.readable_ids(session, user, requested)
+    turn = prepare_turn(
+        session,
+        user,
+        library_ids,
+        body.conversation_id,
+        settings.history_turns,
+        client_ip=client_ip(request),
+    )
+    session.close()
+    engine = await engine_for(request)
+
+    if body.stream:
+
+        async def events() -> AsyncIterator[str]:
+            async for event, out in run_turn(engine, turn, question):
+                if isinstance(event, Token):
+                    yield sse("token", {"text": event.text})
+                elif isinstance(event, CitationEvent):
+                    p = event.passage
+                    yield sse(
+                        "citation",
+                        {
+                            "marker": event.marker,
+                            "document_id": p.document_id,
+                            "chunk_id": p.chunk_id,
+                            "title": p.title,
+                            "library_id": p.library_id,
+                            "page_start": p.page_start,
+                            "page_end": p.page_end,
+                        },
+                    )
+                elif isinstance(event, Failure):
+                    yield sse("error", {"code": event.code, "message": event.message})
+                elif out is not None:
+                    yield sse("done", out.model_dump(mode="json"))
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async for event, out in run_turn(engine, turn, question):
+        if isinstance(event, Failure):
+            return JSONResponse(
+                error_body(event.code, event.message), status_code=503, headers={"Retry-After": "5"}
+            )
+        if out is not None:
+            return out
+    raise RuntimeError("the answer ended without a result")

@@ -1,0 +1,65 @@
+"""API keys for office systems: shown once at creation, stored as a sha256 digest.
+
+A key acts for its owner, narrowed by its scopes (`search`, `chat`, `ingest`) and, when
+`library_ids` is non-empty, by those libraries. Issue 5 adds the admin routes and `act_as`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from core.models import ApiKey, User, utcnow
+from core.security import new_token, token_digest
+
+KEY_PREFIX = "zk_key_"
+SCOPES = ("search", "chat", "ingest")
+
+
+def create(
+    session: Session,
+    owner: User,
+    name: str,
+    scopes: Sequence[str] = ("search", "chat"),
+    library_ids: Sequence[int] = (),
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """The stored key and its plaintext, which is never stored nor shown again."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
+    assert owner.id is not None
+    plaintext = new_token(KEY_PREFIX)
+    key = ApiKey(
+        name=name,
+        prefix=plaintext[: len(KEY_PREFIX) + 6],
+        key_hash=token_digest(plaintext),
+        owner_id=owner.id,
+        scopes=list(scopes),
+        library_ids=list(library_ids),
+        expires_at=expires_at,
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def authenticate(session: Session, plaintext: str) -> tuple[ApiKey, User] | None:
+    """The key and its owner when the key is valid, unrevoked, unexpired and the owner active;
+    records the time of use."""
+    if not plaintext.startswith(KEY_PREFIX):
+        return None
+    key = session.exec(select(ApiKey).where(ApiKey.key_hash == token_digest(plaintext))).first()
+    now = utcnow()
+    if key is None or key.revoked_at is not None:
+        return None
+    if key.expires_at is not None and key.expires_at.replace(tzinfo=now.tzinfo) <= now:
+        return None
+    owner = session.get(User, key.owner_id)
+    if owner is None or not owner.is_active:
+        return None
+    key.last_used_at = now
+    session.add(key)
+    return key, owner
