@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -112,7 +112,9 @@ def _by_category(items: list[SafetyItem], verdicts: list[Verdict]) -> dict[str, 
     return out
 
 
-def _print(report: dict[str, Any], name: str, screen: str, by_cat: dict[str, tuple[int, int]]) -> None:
+def _print(
+    report: dict[str, Any], name: str, screen: str, by_cat: dict[str, tuple[int, int]]
+) -> None:
     console = Console()
     table = Table(title=f"safety screen ({screen}) on {name}")
     for col in ("lang", "n", "unsafe", "precision", "recall", "F1", "p50 ms", "p95 ms"):
@@ -122,8 +124,14 @@ def _print(report: dict[str, Any], name: str, screen: str, by_cat: dict[str, tup
         if not m["n"]:
             continue
         table.add_row(
-            group, str(m["n"]), str(m["unsafe"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}",
-            f"{m['f1']:.3f}", f"{m['p50_ms']:.1f}", f"{m['p95_ms']:.1f}",
+            group,
+            str(m["n"]),
+            str(m["unsafe"]),
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['f1']:.3f}",
+            f"{m['p50_ms']:.1f}",
+            f"{m['p95_ms']:.1f}",
         )
     console.print(table)
     cats = Table(title="accuracy per category")
@@ -138,22 +146,29 @@ def _print(report: dict[str, Any], name: str, screen: str, by_cat: dict[str, tup
 def _openai_chat(base_url: str, model: str, timeout: float) -> Callable[..., Awaitable[str]]:
     """A coroutine calling an OpenAI-compatible /chat/completions (stdlib only)."""
     url = base_url.rstrip("/")
-    url = url if url.endswith("/chat/completions") else url + (
-        "/chat/completions" if url.endswith("/v1") else "/v1/chat/completions"
+    url = (
+        url
+        if url.endswith("/chat/completions")
+        else url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
     )
 
     def call(messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
         body = json.dumps(
-            {"model": model, "messages": messages, "max_tokens": max_tokens,
-             "temperature": temperature}
+            {
+                "model": model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            }
         ).encode()
         req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (operator's URL)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             data = json.loads(resp.read())
         return str(data["choices"][0]["message"]["content"] or "")
 
-    async def chat(messages: list[dict[str, str]], *, max_tokens: int = 32,
-                   temperature: float = 0.0) -> str:
+    async def chat(
+        messages: list[dict[str, str]], *, max_tokens: int = 32, temperature: float = 0.0
+    ) -> str:
         return await asyncio.to_thread(call, messages, max_tokens, temperature)
 
     return chat
@@ -174,19 +189,29 @@ def _classifier_screen() -> Callable[[str], Verdict]:
 def _guard_screen(url: str, model: str, style: str, timeout: float) -> Callable[[str], Verdict]:
     if style not in ("instruction", "conversation"):
         raise typer.BadParameter("--guard-style must be 'instruction' or 'conversation'")
+    chosen: Literal["instruction", "conversation"] = (
+        "conversation" if style == "conversation" else "instruction"
+    )
     chat = _openai_chat(url, model, timeout)
 
     def check(text: str) -> Verdict:
         return asyncio.run(
-            guard_check(chat, text, "user", style=style,  # type: ignore[arg-type]
-                        lang="zh" if detect_lang(text) == "zh" else "en")
+            guard_check(
+                chat,
+                text,
+                "user",
+                style=chosen,
+                lang="zh" if detect_lang(text) == "zh" else "en",
+            )
         )
 
     return check
 
 
 def eval_safety(
-    dataset: Path = typer.Option(..., "--dataset", help="JSONL lines {text, label, category, lang}"),
+    dataset: Path = typer.Option(
+        ..., "--dataset", help="JSONL lines {text, label, category, lang}"
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object"),
     max_items: int | None = typer.Option(
         None, "--max-items", help="Evaluate a slice spread evenly over the file"
@@ -196,8 +221,9 @@ def eval_safety(
     ),
     guard_model: str = typer.Option("guard", "--guard-model", help="Model name at --guard-url"),
     guard_style: str = typer.Option(
-        "instruction", "--guard-style", help="instruction (any model) or conversation "
-        "(Llama Guard / Qwen3Guard chat templates)"
+        "instruction",
+        "--guard-style",
+        help="instruction (any model) or conversation (Llama Guard / Qwen3Guard chat templates)",
     ),
     guard_timeout: float = typer.Option(60.0, "--guard-timeout", help="Seconds per guard call"),
 ) -> None:

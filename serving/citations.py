@@ -209,7 +209,7 @@ def add_missing_citations(
             out.append(sentence)
             continue
         body = sentence.rstrip()
-        out.append(f"{body}[{best + 1}]{sentence[len(body):]}")
+        out.append(f"{body}[{best + 1}]{sentence[len(body) :]}")
         added.append(body.strip())
     out.append(answer[pos:])
     return "".join(out), added

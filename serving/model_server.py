@@ -205,8 +205,6 @@ def warm_up(spec: ServerSpec, timeout: float = 600.0) -> float:
         "max_tokens": 4,
         "temperature": 0,
     }
-    r = httpx.post(
-        f"{spec.base_url}/chat/completions", json=body, headers=headers, timeout=timeout
-    )
+    r = httpx.post(f"{spec.base_url}/chat/completions", json=body, headers=headers, timeout=timeout)
     r.raise_for_status()
     return time.monotonic() - started

@@ -26,7 +26,12 @@ def test_default_categories_cover_mlcommons_and_enterprise() -> None:
     assert codes[:14] == [f"S{i}" for i in range(1, 15)]
     assert len(set(codes)) == len(codes)
     names = {c.name for c in DEFAULT_CATEGORIES}
-    assert {"Violent Crimes", "Hate", "Suicide & Self-Harm", "Prompt Injection & Jailbreak"} <= names
+    assert {
+        "Violent Crimes",
+        "Hate",
+        "Suicide & Self-Harm",
+        "Prompt Injection & Jailbreak",
+    } <= names
     for c in DEFAULT_CATEGORIES:
         assert c.name and c.description and c.name_zh and c.description_zh
         assert any("\u4e00" <= ch <= "\u9fff" for ch in c.name_zh)
@@ -55,8 +60,10 @@ def test_instruction_messages_for_an_answer_include_the_question() -> None:
 
 
 def test_chinese_instruction_and_custom_categories() -> None:
-    cats = [Category("S1", "Violence", "Violence.", "暴力", "暴力内容。"),
-            Category("X9", "Secrets", "Secrets.", "机密", "公司机密。")]
+    cats = [
+        Category("S1", "Violence", "Violence.", "暴力", "暴力内容。"),
+        Category("X9", "Secrets", "Secrets.", "机密", "公司机密。"),
+    ]
     body = build_guard_messages("年假怎么申请？", "user", categories=cats, lang="zh")[0]["content"]
     assert "S1: 暴力。暴力内容。" in body and "X9: 机密。公司机密。" in body
     assert "用户: 年假怎么申请？" in body
@@ -137,7 +144,9 @@ def test_qwen3guard_unsafe_prompt() -> None:
 def test_qwen3guard_safe_and_response_format() -> None:
     v = parse_guard_output("Safety: Safe\nCategories: None\nRefusal: No")
     assert v.safe and v.categories == [] and v.score == 0.0
-    v = parse_guard_output("Safety: Unsafe\nCategories: Violent, Non-violent Illegal Acts\nRefusal: No")
+    v = parse_guard_output(
+        "Safety: Unsafe\nCategories: Violent, Non-violent Illegal Acts\nRefusal: No"
+    )
     assert not v.safe and v.categories == ["Violent", "Non-violent Illegal Acts"]
 
 
@@ -208,8 +217,13 @@ def test_guard_check_response_role_and_text_attribute() -> None:
 
     chat = FakeChat(Reply())
     v = asyncio.run(
-        guard_check(chat, "Annual leave is 10 days.", "assistant", question="年假几天？",
-                    style="conversation")
+        guard_check(
+            chat,
+            "Annual leave is 10 days.",
+            "assistant",
+            question="年假几天？",
+            style="conversation",
+        )
     )
     assert v.safe and v.source == "guard:qwen3guard"
     assert chat.calls[0][0] == [
