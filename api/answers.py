@@ -13,6 +13,7 @@ from sqlmodel import Session
 from api.chat_engine import ChatEngine
 from api.schemas import ChatOut, CitationOut, SourceOut
 from core import db
+from core.errors import ZhikuError
 from core.models import User
 from core.repo import audit, conversations
 from core.settings import Settings
@@ -32,7 +33,16 @@ async def engine_for(request: Request) -> ChatEngine:
     # No model server yet (`zhiku models serve` still starting): look again on each request.
     if engine is None or engine.loop is not loop or engine.llm is None:
         retriever = get_retriever(request, state.settings)
-        engine = state.chat_engine = ChatEngine(state.settings, retriever)
+        try:
+            engine = ChatEngine(state.settings, retriever)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ZhikuError(
+                f"answering is not available: {exc}. Check the model and safety settings "
+                "(ZHIKU_MAIN_*, ZHIKU_SAFETY_*) and `zhiku models status`.",
+                code="unavailable",
+                status=503,
+            ) from exc
+        state.chat_engine = engine
         await engine.start()
     return engine
 

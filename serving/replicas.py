@@ -142,9 +142,15 @@ class ReplicaSet:
     def pick(
         self, affinity_key: str | None = None, exclude: Collection[str] = ()
     ) -> Replica | None:
-        """Where the next attempt goes, or None when no replica is available. Replicas in
-        `exclude` (already tried by this request) are used only when nothing else is left."""
+        """Where the next attempt goes, or None when every circuit is open. Healthy replicas
+        come first; when none passed its last health check, any whose circuit allows is tried.
+        Replicas in `exclude` (already tried by this request) are used only when nothing else
+        is left."""
         available = [r for r in self.replicas if r.available]
+        if not available:
+            # Health checks only rank replicas: a loaded server can miss its short health
+            # deadline yet answer requests. Only open circuits (real request failures) exclude.
+            available = [r for r in self.replicas if r.breaker.allows()]
         fresh = [r for r in available if r.url not in exclude]
         candidates = fresh or available
         if not candidates:

@@ -206,7 +206,14 @@ def test_least_loaded_without_key_and_exclusions() -> None:
     assert rs.pick(exclude=[A, B, C]) is b  # everything tried: retry the best anyway
     for r in rs.replicas:
         rs.mark_health(r.url, False)
-    assert rs.pick() is None
+    # Failed health checks alone only rank: a loaded server may still answer.
+    assert rs.pick() is b
+    rs.mark_health(C, True)
+    assert rs.pick() is c  # a healthy one is preferred
+    for r in rs.replicas:
+        for _ in range(5):
+            rs.end(rs.begin(r), Outcome.FAILURE)
+    assert rs.pick() is None  # every circuit open: nothing to try
 
 
 def test_breaker_opens_after_n_failures_and_half_opens_after_reset() -> None:
