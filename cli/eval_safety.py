@@ -35,6 +35,25 @@ from serving.safety_classifier import SafetyClassifier, detect_lang, needs_embed
 GROUPS = ("all", "zh", "en")
 
 
+def warn_if_trained_on(dataset: Path) -> None:
+    """The bundled classifier was fitted on the development set too: scores on that file are
+    training-set scores. Say so, and where the honest (cross-validated) figures come from."""
+    from serving.safety_classifier import MODEL_META
+
+    try:
+        meta = json.loads(Path(MODEL_META).read_text())
+    except (OSError, ValueError):
+        return
+    names = {Path(str(src.get("path", ""))).name for src in meta.get("trained_on", {}).values()}
+    if dataset.name in names:
+        typer.secho(
+            f"note: the bundled classifier was trained on {dataset.name}; these are training-set "
+            "numbers. Cross-validated ones: .venv/bin/python scripts/train_safety.py --cv",
+            fg="yellow",
+            err=True,
+        )
+
+
 @dataclass(frozen=True)
 class SafetyItem:
     text: str
@@ -229,6 +248,8 @@ def eval_safety(
 ) -> None:
     """Measure the safety screen (embedded classifier, or a guard model) on a labelled set."""
     items = take_slice(load_items(dataset), max_items)
+    if guard_url is None:
+        warn_if_trained_on(dataset)
     if guard_url:
         screen_name = f"guard {guard_model}"
         check = _guard_screen(guard_url, guard_model, guard_style, guard_timeout)
