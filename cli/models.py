@@ -152,7 +152,7 @@ def serve(
             "base_urls": [s.spec.base_url for s in running if s.spec.served_name == MAIN_NAME],
             "model": MAIN_NAME,
             "context_window": max_model_len,
-            "tokenizer": str(model),
+            "tokenizer": str(model.resolve()),
         }
         if safety_model is not None:
             servers["safety"] = {

@@ -66,7 +66,7 @@ def command(spec: ServerSpec, python: Path) -> list[str]:
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(spec.model_dir),
+        str(spec.model_dir.resolve()),  # the server runs in the log dir
         "--served-model-name",
         spec.served_name,
         "--host",

@@ -219,3 +219,12 @@ def test_launch_refuses_a_missing_environment(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="make models-env"):
         model_server.launch(SPEC, tmp_path, python=tmp_path / "missing-python")
     assert not (tmp_path / f"vllm-{SPEC.served_name}-{SPEC.port}.log").exists()
+
+
+def test_command_passes_an_absolute_model_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server runs in its log directory: a relative data dir ("./data") must not break it.
+    monkeypatch.chdir(tmp_path)
+    cmd = model_server.command(ServerSpec(Path("data/models/m"), "n", 1), Path("python"))
+    assert _flag(cmd, "--model") == str(tmp_path / "data" / "models" / "m")
