@@ -243,7 +243,13 @@ class VllmServers:
             )
             if prep.returncode != 0:
                 raise RuntimeError(f"model preparation failed:\n{prep.stdout}\n{prep.stderr}")
-            for name, bind in (("main", "0-1"), ("replica", "1")):
+            # Disjoint cores: OpenMP threads of one server stall when another process takes
+            # their core (the first test run, with both on core 1, timed out).
+            cores = os.cpu_count() or 1
+            binds = (
+                ("0", "1") if cores == 2 else (f"0-{cores // 2 - 1}", f"{cores // 2}-{cores - 1}")
+            )
+            for name, bind in zip(("main", "replica"), binds, strict=True):
                 spec = model_server.ServerSpec(
                     TEST_MODEL,
                     "zhiku-main",
@@ -306,4 +312,5 @@ def vllm() -> VllmServers:
     """The running servers (waits for them; fails with the server log if they cannot start)."""
     assert _VLLM is not None, "mark the test with @pytest.mark.vllm"
     _VLLM.wait("main")
+    _VLLM.wait("replica")  # booting, it would slow every test that uses the main server
     return _VLLM
