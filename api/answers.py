@@ -18,7 +18,7 @@ from core.models import User
 from core.repo import audit, conversations
 from core.settings import Settings
 from retrieval.service import Retriever
-from serving.answering import AnswerResult, Done, Event, Failure
+from serving.answering import AnswerResult, Done, Event
 from serving.citations import cited_span
 from serving.prompts import Turn
 
@@ -210,7 +210,5 @@ async def run_turn(
                 store_turn, engine.settings, turn, event.result
             )
             yield event, serialize(event.result, conv_id, msg_id)
-        elif isinstance(event, Failure):
-            yield event, None
         else:
             yield event, None

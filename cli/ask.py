@@ -9,10 +9,10 @@ import typer
 
 from api.answers import Turnout, prepare_turn, run_turn, standalone_engine
 from api.schemas import ChatOut
+from cli.scope import library_scope
 from core import db
 from core.errors import ZhikuError
 from core.models import User
-from core.repo import libraries, users
 from core.settings import Settings, get_settings
 from serving.answering import Failure, Token
 
@@ -41,20 +41,7 @@ def ask(
     db.migrate(settings)
     try:
         with db.session_scope(settings) as session:
-            ids: list[int] = []
-            for name in library:
-                lib = libraries.get_by_name(session, name)
-                if lib is None or lib.id is None:
-                    raise ZhikuError(f"no library named {name!r}", status=404)
-                ids.append(lib.id)
-            user: User | None = None
-            if as_user:
-                user = users.get_by_username(session, as_user)
-                if user is None:
-                    raise ZhikuError(f"no user named {as_user!r}", status=404)
-                ids = libraries.readable_ids(session, user, ids or None)
-            elif not ids:
-                ids = [lib.id for lib in libraries.list_all(session) if lib.id is not None]
+            ids, user = library_scope(session, library, as_user)
             if conversation is not None and user is None:
                 raise ZhikuError("--conversation needs --as-user (conversations have owners)")
             turn = (

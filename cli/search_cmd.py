@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import typer
 
+from cli.scope import library_scope
 from core import db
 from core.errors import ZhikuError
-from core.repo import libraries, users
 from core.settings import get_settings
 from core.types import Passage
 from retrieval.service import MODES, Retriever
@@ -57,19 +57,7 @@ def search(
     db.migrate(settings)
     try:
         with db.session_scope(settings) as session:
-            ids: list[int] = []
-            for name in library:
-                lib = libraries.get_by_name(session, name)
-                if lib is None or lib.id is None:
-                    raise typer.BadParameter(f"no library named {name!r}")
-                ids.append(lib.id)
-            if as_user is not None:
-                user = users.get_by_username(session, as_user)
-                if user is None:
-                    raise typer.BadParameter(f"no user named {as_user!r}")
-                ids = libraries.readable_ids(session, user, ids)
-            elif not ids:
-                ids = [lib.id for lib in libraries.list_all(session) if lib.id is not None]
+            ids, _ = library_scope(session, library, as_user)
             result = Retriever(settings).search(
                 session, query, ids, top_k=top_k, mode=mode, rerank=rerank
             )
