@@ -83,3 +83,19 @@ class Passage:
     library_name: str = ""
     duplicate_chunk_ids: list[int] = field(default_factory=list)
     filename: str = ""
+
+
+@dataclass(frozen=True)
+class DocFilter:
+    """Which documents of one library a caller may read, when that is not all of them.
+
+    A grant may be narrowed to a folder or a single document, so a library can be partly
+    readable. `allow=True`: only the documents in `document_ids`; `allow=False`: every document
+    except those. Retrieval applies it before ranking, like the library list itself.
+    """
+
+    document_ids: frozenset[int]
+    allow: bool
+
+    def permits(self, document_id: int) -> bool:
+        return (document_id in self.document_ids) == self.allow
