@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ZhikuError
+from core.errors import RateLimited, ZhikuError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,11 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ZhikuError)
     async def _zhiku(_: Request, exc: ZhikuError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers: dict[str, str] | None = None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             error_body(exc.code, exc.reason), status_code=exc.status, headers=headers
         )

@@ -67,3 +67,14 @@ class Conflict(ZhikuError):
 class Unauthorized(ZhikuError):
     code = "unauthorized"
     status = 401
+
+
+class RateLimited(ZhikuError):
+    """Too many requests; `retry_after` is how many seconds to wait."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, reason: str, *, retry_after: int, code: str | None = None):
+        super().__init__(reason, code=code)
+        self.retry_after = max(1, int(retry_after))

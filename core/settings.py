@@ -122,8 +122,36 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = 30
     worker_concurrency: int = 1
 
-    # Auth
-    token_ttl_hours: int = 12
+    # Auth and sessions
+    token_ttl_hours: int = Field(12, description="Absolute lifetime of a sign-in (token/cookie)")
+    session_idle_minutes: int = Field(60, description="A sign-in unused this long expires")
+    login_max_failures: int = Field(
+        5, description="Failed sign-ins in a row before an account is locked for a while"
+    )
+    login_lockout_minutes: int = 15
+    login_ip_max_failures: int = Field(
+        30, description="Failed sign-ins from one address per lockout window before 429"
+    )
+    cookie_secure: bool | None = Field(
+        None, description="Secure cookies; None = when the request came over https"
+    )
+    auth_providers: str = Field(
+        "local", description="Comma-separated identity providers tried in order (see docs)"
+    )
+
+    # Rate limits (per user and per API key, per minute; Redis)
+    rate_limit_per_minute: int = 300
+    rate_limit_chat_per_minute: int = Field(30, description="Questions per user or key a minute")
+
+    # HTTP hardening
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser; none"
+    )
+
+    # Audit
+    audit_retention_days: int = Field(
+        365, description="Audit events older than this are purged; 0 keeps them for ever"
+    )
 
     @property
     def db_url(self) -> str:
