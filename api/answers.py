@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 from sqlmodel import Session
 
 from api.chat_engine import ChatEngine
+from api.html_render import SNIPPET_CONTEXT_CHARS, highlight_html, markdown_html
 from api.schemas import ChatOut, CitationOut, SourceOut
 from core import db
 from core.errors import ZhikuError
 from core.models import User
 from core.repo import audit, conversations
 from core.settings import Settings
+from core.types import DocFilter
 from retrieval.service import Retriever
 from serving.answering import AnswerResult, Done, Event
 from serving.citations import cited_span
@@ -77,6 +80,7 @@ def serialize(result: AnswerResult, conversation_id: int | None, message_id: int
                 snippet=p.text[start:end],
                 snippet_start=start,
                 snippet_end=end,
+                snippet_html=highlight_html(p.text, (start, end), context=SNIPPET_CONTEXT_CHARS),
             )
         )
     markers = {id(c.passage): c.marker for c in reversed(result.citations)}
@@ -102,6 +106,7 @@ def serialize(result: AnswerResult, conversation_id: int | None, message_id: int
         question=result.question,
         standalone_question=result.standalone_question,
         answer=result.answer,
+        answer_html=markdown_html(result.answer),
         citations=citations,
         sources=sources,
         not_found=result.not_found,
@@ -123,6 +128,10 @@ class Turnout:
     api_key_id: int | None = None
     client_ip: str = ""
     store: bool = True
+    # documents of partly readable libraries the asker may read (core.access.document_filters)
+    filters: dict[int, DocFilter] = field(default_factory=dict)
+    # extra audit detail: the key's owner when a key acts for a user
+    audit_detail: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_turn(
@@ -134,15 +143,26 @@ def prepare_turn(
     *,
     api_key_id: int | None = None,
     client_ip: str = "",
+    filters: dict[int, DocFilter] | None = None,
+    audit_detail: dict[str, Any] | None = None,
 ) -> Turnout:
     history: list[Turn] = []
     if conversation_id is not None:
         assert user.id is not None
-        conversations.get_owned(session, conversation_id, user.id)
+        conversations.get_owned(session, conversation_id, user.id, api_key_id)
         for m in conversations.messages(session, conversation_id, limit=2 * history_turns):
             if m.role in ("user", "assistant") and not m.blocked:
                 history.append(Turn(m.role, m.content))
-    return Turnout(user, library_ids, conversation_id, history, api_key_id, client_ip)
+    return Turnout(
+        user,
+        library_ids,
+        conversation_id,
+        history,
+        api_key_id,
+        client_ip,
+        filters=filters or {},
+        audit_detail=audit_detail or {},
+    )
 
 
 def store_turn(
@@ -163,7 +183,9 @@ def store_turn(
                     api_key_id=turn.api_key_id,
                 )
             else:
-                conv = conversations.get_owned(session, turn.conversation_id, turn.user.id)
+                conv = conversations.get_owned(
+                    session, turn.conversation_id, turn.user.id, turn.api_key_id
+                )
             conversations.add_message(session, conv, "user", result.question)
             out = serialize(result, None, None)
             msg = conversations.add_message(
@@ -173,7 +195,7 @@ def store_turn(
                 result.answer,
                 standalone_question=result.standalone_question,
                 reasoning=result.reasoning,
-                citations=[c.model_dump() for c in out.citations],
+                citations=[c.model_dump(exclude={"snippet_html"}) for c in out.citations],
                 sources=[s.model_dump() for s in out.sources],
                 flags=result.flags,
                 not_found=result.not_found,
@@ -194,6 +216,7 @@ def store_turn(
             blocked_by=result.flags["blocked_by"],
             not_found=result.not_found,
             question_chars=len(result.question),
+            **turn.audit_detail,
         )
     return conv_id, msg_id
 
@@ -202,7 +225,7 @@ async def run_turn(
     engine: ChatEngine, turn: Turnout, question: str, affinity: str | None = None
 ) -> AsyncIterator[tuple[Event, ChatOut | None]]:
     """The answer's events; the `Done` one comes with the stored, serialized result."""
-    answerer = engine.answerer(turn.library_ids)
+    answerer = engine.answerer(turn.library_ids, turn.filters)
     key = affinity or (f"conv-{turn.conversation_id}" if turn.conversation_id else None)
     async for event in answerer.answer(question, turn.history, affinity_key=key):
         if isinstance(event, Done):

@@ -7,19 +7,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import errors
+from api import errors, http_security
+from api.rate_limit import Limiter
 from api.routes import (
+    api_keys,
+    audit,
     auth,
     chat,
     conversations,
     documents,
+    groups,
     lexicon,
     libraries,
     openai_compat,
     search,
     users,
 )
-from core import db
+from core import db, instance_secrets
 from core.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -44,11 +48,30 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         version="0.1.0",
         description="Offline enterprise knowledge base. Authenticate with "
         "POST /api/v1/auth/login and send 'Authorization: Bearer <token>'.",
+        # Swagger UI and ReDoc load scripts from a CDN: offline, and forbidden by our CSP.
+        # The schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.secrets = secrets = instance_secrets.load_or_create(settings.data_dir)
+    app.state.limiter = Limiter(settings.redis_url, prefix=f"zk:{secrets.instance_id}:rl:")
     errors.install(app)
+    http_security.install(app, settings)
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (auth, users, libraries, documents, search, chat, conversations, lexicon):
+    for module in (
+        auth,
+        users,
+        groups,
+        api_keys,
+        libraries,
+        documents,
+        search,
+        chat,
+        conversations,
+        lexicon,
+        audit,
+    ):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(openai_compat.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from core import db
 from core.settings import Settings
-from core.types import Passage
+from core.types import DocFilter, Passage
 from retrieval.service import Retriever
 from serving.answering import Answerer, AnswerOptions
 from serving.endpoints import ModelEndpoint, endpoint
@@ -110,14 +110,24 @@ class ChatEngine:
         vectors = np.asarray(self.retriever.embedder.embed([a, b]))
         return float(vectors[0] @ vectors[1])
 
-    def answerer(self, library_ids: Sequence[int]) -> Answerer:
+    def answerer(
+        self, library_ids: Sequence[int], filters: Mapping[int, DocFilter] | None = None
+    ) -> Answerer:
+        """An answerer over exactly `library_ids`, narrowed by `filters` (permission-checked
+        by the caller)."""
         settings = self.settings
         ids = list(library_ids)
+        narrowed = dict(filters or {})
 
         def search(query: str) -> list[Passage]:
             with Session(db.get_engine(settings), expire_on_commit=False) as session:
                 return self.retriever.search(
-                    session, query, ids, top_k=settings.answer_passages, rerank=False
+                    session,
+                    query,
+                    ids,
+                    top_k=settings.answer_passages,
+                    rerank=False,
+                    filters=narrowed,
                 ).passages
 
         async def retrieve(query: str) -> list[Passage]:

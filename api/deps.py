@@ -1,19 +1,40 @@
-"""Request dependencies: settings, database session, the signed-in user, permissions."""
+"""Request dependencies: settings, database session, who is asking and what they may do.
+
+Credentials, in order: `Authorization: Bearer zk_key_…` (an API key; with the `act_as` scope it
+may name the end user in `X-Zhiku-User`), `Authorization: Bearer zk_…` (a sign-in token from
+/auth/login), or the `zhiku_session` cookie from /auth/session — cookie requests that change
+anything must echo the CSRF token in `X-CSRF-Token` (or a `csrf_token` form field).
+Every principal is rate limited per user or key (429 with Retry-After).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from core import db
-from core.errors import Forbidden, NotFound, Unauthorized
-from core.models import PERMISSION_RANK, Library, Permission, User
-from core.repo import libraries, tokens
+from api.rate_limit import Limiter, enforce
+from core import access, db
+from core.access import Principal
+from core.errors import Forbidden, Unauthorized
+from core.instance_secrets import InstanceSecrets
+from core.models import User
+from core.repo import api_keys, tokens, users
 from core.settings import Settings
+
+SESSION_COOKIE = "zhiku_session"
+CSRF_COOKIE = "zhiku_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+ACT_AS_HEADER = "X-Zhiku-User"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Paths a user who must change their password may still use.
+PASSWORD_CHANGE_PATHS = ("/auth/me", "/auth/password", "/auth/logout")
 
 
 def get_settings(request: Request) -> Settings:
@@ -30,46 +51,166 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-_bearer = HTTPBearer(auto_error=False)
-
-
+_bearer = HTTPBearer(auto_error=False, description="A sign-in token or an API key")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Web session")
+_act_as = APIKeyHeader(
+    name=ACT_AS_HEADER, auto_error=False, description="With an act_as API key: the end user"
+)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+CookieDep = Annotated[str | None, Depends(_cookie)]
+ActAsDep = Annotated[str | None, Depends(_act_as)]
 
 
-def current_user(session: SessionDep, creds: BearerDep) -> User:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>' from /auth/login")
-    user = tokens.user_for(session, creds.credentials)
-    if user is None:
-        raise Unauthorized("the token is invalid or expired; sign in again")
-    return user
+def limiter(request: Request) -> Limiter:
+    found: Limiter = request.app.state.limiter
+    return found
+
+
+def instance_secrets(request: Request) -> InstanceSecrets:
+    found: InstanceSecrets = request.app.state.secrets
+    return found
+
+
+def csrf_token_for(secrets: InstanceSecrets, session_token: str) -> str:
+    return hmac.new(secrets.csrf_key, session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _check_csrf(request: Request, session_token: str) -> None:
+    if request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER, "")
+    content_type = request.headers.get("content-type", "")
+    if not sent and content_type.startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else ""
+    expected = csrf_token_for(instance_secrets(request), session_token)
+    if not sent or not hmac.compare_digest(sent, expected):
+        raise Forbidden(
+            f"missing or wrong CSRF token: send the {CSRF_HEADER} header from /auth/session",
+            code="csrf",
+        )
+
+
+def _key_principal(session: Session, plaintext: str, act_as: str | None) -> Principal:
+    found = api_keys.authenticate(session, plaintext)
+    if found is None:
+        raise Unauthorized("the API key is invalid, expired or revoked")
+    key, owner = found
+    session.commit()  # last-used time
+    if not act_as:
+        return Principal(user=owner, api_key=key)
+    if "act_as" not in key.scopes:
+        raise Forbidden(
+            f"this API key may not act for users ({ACT_AS_HEADER}); it lacks the 'act_as' scope",
+            code="missing_scope",
+        )
+    end_user = users.get_by_username(session, act_as)
+    if end_user is None or not end_user.is_active:
+        raise Forbidden(f"{ACT_AS_HEADER}: no active user {act_as[:150]!r}", code="act_as_denied")
+    return Principal(user=end_user, api_key=key, key_owner=owner)
+
+
+async def authenticate(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    creds: BearerDep,
+    cookie: CookieDep,
+    act_as: ActAsDep,
+) -> Principal:
+    """Who is asking (401 when nobody valid); rate limited."""
+    idle = timedelta(minutes=settings.session_idle_minutes)
+    principal: Principal | None = None
+    if creds is not None and creds.scheme.lower() == "bearer":
+        credential = creds.credentials
+        if credential.startswith(api_keys.KEY_PREFIX):
+            principal = _key_principal(session, credential, act_as)
+        else:
+            user = tokens.user_for(session, credential, idle=idle, kind="bearer")
+            if user is None:
+                raise Unauthorized("the token is invalid or expired; sign in again")
+            principal = Principal(user=user)
+    elif cookie:
+        user = tokens.user_for(session, cookie, idle=idle, kind="cookie")
+        if user is None:
+            raise Unauthorized("your session has expired; sign in again", code="session_expired")
+        await _check_csrf(request, cookie)
+        principal = Principal(user=user)
+    if principal is None:
+        raise Unauthorized(
+            "sign in first: send 'Authorization: Bearer <token or API key>' "
+            "(POST /api/v1/auth/login) or use a web session"
+        )
+    if act_as and principal.api_key is None:
+        raise Forbidden(f"{ACT_AS_HEADER} is only for API keys with the 'act_as' scope")
+    if (
+        principal.api_key is None
+        and principal.user.must_change_password
+        and not request.url.path.endswith(PASSWORD_CHANGE_PATHS)
+    ):
+        raise Forbidden(
+            "change your password first: POST /api/v1/auth/password",
+            code="password_change_required",
+        )
+    who = f"key:{principal.api_key.id}" if principal.api_key else f"user:{principal.user.id}"
+    enforce(limiter(request), f"req:{who}", settings.rate_limit_per_minute, 60, "requests")
+    request.state.principal = principal
+    return principal
+
+
+def _scoped(scope: str | None) -> Callable[..., Principal]:
+    def dependency(
+        request: Request, settings: SettingsDep, p: Principal = Depends(authenticate)
+    ) -> Principal:
+        if scope is None:
+            access.require_user_session(p)
+        else:
+            access.require_scope(p, scope)
+        if scope == "chat":
+            who = f"key:{p.api_key.id}" if p.api_key else f"user:{p.user.id}"
+            enforce(
+                limiter(request),
+                f"chat:{who}",
+                settings.rate_limit_chat_per_minute,
+                60,
+                "questions",
+            )
+        return p
+
+    return dependency
+
+
+# A signed-in user (no API keys).
+UserPrincipal = Annotated[Principal, Depends(_scoped(None))]
+# A user, or an API key with the scope.
+SearchPrincipal = Annotated[Principal, Depends(_scoped("search"))]
+ChatPrincipal = Annotated[Principal, Depends(_scoped("chat"))]
+IngestPrincipal = Annotated[Principal, Depends(_scoped("ingest"))]
+
+
+def current_user(p: UserPrincipal) -> User:
+    return p.user
 
 
 UserDep = Annotated[User, Depends(current_user)]
 
 
-def require_admin(user: UserDep) -> User:
-    if not user.is_admin:
-        raise Forbidden("only administrators may do this")
-    return user
+def require_admin(p: UserPrincipal) -> User:
+    access.require_admin(p)
+    return p.user
 
 
 AdminDep = Annotated[User, Depends(require_admin)]
 
 
-def library_for(
-    session: Session, user: User, library_id: int, need: Permission = Permission.read
-) -> Library:
-    """The library if the user may `need` it. A library the user may not read answers 404,
-    so its existence does not leak; one readable but not writable answers 403."""
-    lib = libraries.get(session, library_id)
-    perm = libraries.permission_on(session, user, library_id) if lib is not None else None
-    if lib is None or perm is None:
-        raise NotFound(f"library {library_id} not found")
-    if PERMISSION_RANK[perm] < PERMISSION_RANK[need]:
-        raise Forbidden(f"you need '{need.value}' permission on this library")
-    return lib
+def require_manager(p: UserPrincipal) -> Principal:
+    access.require_staff_manager(p)
+    return p
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+ManagerPrincipal = Annotated[Principal, Depends(require_manager)]

@@ -5,32 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
-
-
-class LoginIn(BaseModel):
-    username: str
-    password: str
-
-
-class TokenOut(BaseModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"
-    expires_in: int
-
-
-class UserIn(BaseModel):
-    username: str = Field(min_length=1, max_length=150)
-    password: str
-    is_admin: bool = False
-
-
-class UserOut(BaseModel):
-    id: int
-    username: str
-    is_admin: bool
-    is_active: bool
-    created_at: datetime
+from pydantic import BaseModel, Field
 
 
 class LibraryIn(BaseModel):
@@ -45,27 +20,6 @@ class LibraryOut(BaseModel):
     created_at: datetime
     permission: str
     documents: dict[str, int] = Field(default_factory=dict, description="count by status")
-
-
-class GrantIn(BaseModel):
-    user_id: int | None = None
-    group_id: int | None = None
-    permission: Literal["read", "write", "manage"]
-
-    @model_validator(mode="after")
-    def _one_principal(self) -> GrantIn:
-        if (self.user_id is None) == (self.group_id is None):
-            raise ValueError("give exactly one of user_id or group_id")
-        return self
-
-
-class GrantOut(BaseModel):
-    id: int
-    library_id: int
-    user_id: int | None
-    group_id: int | None
-    permission: str
-    created_at: datetime
 
 
 class DocumentOut(BaseModel):
@@ -144,6 +98,7 @@ class PassageOut(BaseModel):
     library_id: int
     library_name: str
     text: str
+    text_html: str = Field(description="`text` escaped for HTML (no Markdown)")
     heading_path: list[str]
     page_start: int | None
     page_end: int | None
@@ -189,6 +144,9 @@ class CitationOut(BaseModel):
     snippet: str = Field(description="The passage sentence the claim rests on")
     snippet_start: int = Field(description="Char span of the snippet inside the source's text")
     snippet_end: int
+    snippet_html: str = Field(
+        description="Safe HTML: the snippet in <mark> with some of the source's text around it",
+    )
 
 
 class SourceOut(BaseModel):
@@ -211,6 +169,9 @@ class ChatOut(BaseModel):
     question: str
     standalone_question: str
     answer: str
+    answer_html: str = Field(
+        description="Safe HTML of the answer's Markdown; [n] markers link to #source-n"
+    )
     citations: list[CitationOut]
     sources: list[SourceOut] = Field(description="Only passages the answer actually cites")
     not_found: bool
@@ -235,6 +196,9 @@ class MessageOut(BaseModel):
     id: int
     role: str
     content: str
+    answer_html: str = Field(
+        description="Safe HTML of an assistant message's Markdown (empty for the user's)"
+    )
     standalone_question: str
     citations: list[dict[str, object]]
     sources: list[dict[str, object]]

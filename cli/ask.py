@@ -41,11 +41,19 @@ def ask(
     db.migrate(settings)
     try:
         with db.session_scope(settings) as session:
-            ids, user = library_scope(session, library, as_user)
+            scope = library_scope(session, library, as_user)
+            ids, user = scope.library_ids, scope.user
             if conversation is not None and user is None:
                 raise ZhikuError("--conversation needs --as-user (conversations have owners)")
             turn = (
-                prepare_turn(session, user, ids, conversation, settings.history_turns)
+                prepare_turn(
+                    session,
+                    user,
+                    ids,
+                    conversation,
+                    settings.history_turns,
+                    filters=scope.filters,
+                )
                 if user is not None
                 else Turnout(
                     User(username="zhiku-cli", password_hash=""), ids, None, [], store=False

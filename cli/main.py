@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import admin, ask, bench, eval_retrieval, index, ingest_cmd, models, run, search_cmd
+from cli import admin, ask, audit, bench, eval_retrieval, index, ingest_cmd, models, run, search_cmd
 from cli.eval_safety import eval_safety
 
 app = typer.Typer(no_args_is_help=True, help="Zhiku (知库): offline enterprise knowledge base")
@@ -16,6 +16,7 @@ app.command("ingest", help="Ingest files, folders and .zip archives into a libra
 app.command("search", help="Search the knowledge base.")(search_cmd.search)
 app.command("ask", help="Ask a question; get a cited answer.")(ask.ask)
 app.add_typer(admin.app, name="admin", help="Administration: users.")
+app.add_typer(audit.app, name="audit", help="The audit log: export, purge.")
 app.add_typer(index.app, name="index", help="Per-library search indexes.")
 app.add_typer(bench.app, name="bench", help="Benchmarks.")
 models.app.command("prepare")(models.prepare)

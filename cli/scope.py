@@ -1,21 +1,30 @@
-"""Which libraries a command-line search or question covers."""
+"""Which libraries (and, for a user, which of their documents) a command-line search or
+question covers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
+from core import access
 from core.errors import ZhikuError
 from core.models import User
 from core.repo import libraries, users
+from core.types import DocFilter
 
 
-def library_scope(
-    session: Session, names: Sequence[str], as_user: str | None
-) -> tuple[list[int], User | None]:
-    """The named libraries (all when none are named), narrowed to what `as_user` may read;
-    and that user. Unknown names are a 404-style error."""
+@dataclass
+class Scope:
+    library_ids: list[int]
+    user: User | None = None
+    filters: dict[int, DocFilter] = field(default_factory=dict)
+
+
+def library_scope(session: Session, names: Sequence[str], as_user: str | None) -> Scope:
+    """The named libraries (all when none are named); with `as_user`, narrowed to what that
+    user may read, as the API would. Unknown names are a 404-style error."""
     ids: list[int] = []
     for name in names:
         lib = libraries.get_by_name(session, name)
@@ -26,7 +35,9 @@ def library_scope(
         user = users.get_by_username(session, as_user)
         if user is None:
             raise ZhikuError(f"no user named {as_user!r}", status=404)
-        return libraries.readable_ids(session, user, ids or None), user
+        principal = access.Principal(user=user)
+        readable = access.readable_library_ids(session, principal, ids or None)
+        return Scope(readable, user, access.document_filters(session, principal, readable))
     if not ids:
         ids = [lib.id for lib in libraries.list_all(session) if lib.id is not None]
-    return ids, None
+    return Scope(ids)

@@ -57,9 +57,16 @@ def search(
     db.migrate(settings)
     try:
         with db.session_scope(settings) as session:
-            ids, _ = library_scope(session, library, as_user)
+            scope = library_scope(session, library, as_user)
+            ids = scope.library_ids
             result = Retriever(settings).search(
-                session, query, ids, top_k=top_k, mode=mode, rerank=rerank
+                session,
+                query,
+                ids,
+                top_k=top_k,
+                mode=mode,
+                rerank=rerank,
+                filters=scope.filters,
             )
     except ZhikuError as exc:
         typer.echo(f"error: {exc.reason}", err=True)

@@ -36,13 +36,32 @@ class DocStatus(StrEnum):
 ACTIVE_STATUSES = (DocStatus.queued, DocStatus.parsing, DocStatus.embedding, DocStatus.indexing)
 
 
+class Role(StrEnum):
+    """What a user may do beyond their grants. `admin`: everything. `librarian`: manages the
+    libraries granted to them with `manage` (upload, delete, grant, API keys). `staff`: reads
+    and asks in the libraries granted to them or their departments (read at most)."""
+
+    admin = "admin"
+    librarian = "librarian"
+    staff = "staff"
+
+
 class User(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(index=True, unique=True, max_length=150)
-    password_hash: str
-    is_admin: bool = False
+    display_name: str = Field(default="", max_length=200)
+    password_hash: str = Field(description="Empty for accounts of a directory provider")
+    role: str = Field(default=Role.staff, max_length=16)
     is_active: bool = True
+    must_change_password: bool = False
+    auth_source: str = Field(default="local", max_length=32, description="local, ldap, oidc…")
+    password_changed_at: datetime | None = None
+    last_login_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin
 
 
 class Group(SQLModel, table=True):
@@ -75,6 +94,24 @@ class LibraryGrant(SQLModel, table=True):
     user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
     group_id: int | None = Field(default=None, foreign_key="group_.id", index=True)
     permission: str = Field(max_length=16)
+    created_by: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScopeGrant(SQLModel, table=True):
+    """Read access to part of a library: a folder (and its subfolders) or one document.
+
+    A scope that has any grant is restricted: inside it, only its grantees (and managers of the
+    library) read, even if they hold a grant on the whole library. The innermost restricted
+    scope containing a document decides.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    library_id: int = Field(foreign_key="library.id", index=True)
+    folder: str = Field(default="", max_length=2000, description="'' when document_id is set")
+    document_id: int | None = Field(default=None, foreign_key="document.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
+    group_id: int | None = Field(default=None, foreign_key="group_.id", index=True)
     created_by: int | None = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -137,7 +174,9 @@ class AuthToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(max_length=64, unique=True, index=True)
     user_id: int = Field(foreign_key="user.id", index=True)
+    kind: str = Field(default="bearer", max_length=16, description="bearer or cookie")
     created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime | None = None
     expires_at: datetime
     revoked_at: datetime | None = None
 

@@ -1,7 +1,11 @@
 """Hybrid search over a set of libraries: dense (FAISS) and keyword (BM25), fused by RRF.
 
 Permission first: the caller passes only the libraries it may read, and only their snapshots
-are opened and searched, so another library cannot change what is returned or its order.
+are opened and searched, so another library cannot change what is returned or its order. A
+library readable only in part comes with a `ChunkFilter`, applied inside each index before
+ranking: a forbidden chunk takes no candidate place in any ranker, so it cannot change which
+permitted chunks are returned, how many, or their order (dense scores are untouched; BM25
+scores keep the whole library's term statistics).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from retrieval.analyzer import analyze
 from retrieval.embedders import Embedder, query_text
@@ -25,6 +31,36 @@ class Hit:
     library_id: int
     score: float
     scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkFilter:
+    """The chunks of one library a search may rank, when that is not all of them: with
+    `allow` only `chunk_ids`, without it every chunk except those."""
+
+    chunk_ids: np.ndarray
+    allow: bool
+
+    def __post_init__(self) -> None:
+        ids = np.unique(np.asarray(self.chunk_ids, dtype=np.int64))
+        object.__setattr__(self, "chunk_ids", ids)
+
+    @property
+    def allow_ids(self) -> np.ndarray | None:
+        return self.chunk_ids if self.allow else None
+
+    @property
+    def deny_ids(self) -> np.ndarray | None:
+        return None if self.allow else self.chunk_ids
+
+    @property
+    def permits_nothing(self) -> bool:
+        return self.allow and len(self.chunk_ids) == 0
+
+    def permits(self, chunk_id: int) -> bool:
+        i = int(np.searchsorted(self.chunk_ids, chunk_id))
+        found = i < len(self.chunk_ids) and int(self.chunk_ids[i]) == chunk_id
+        return found == self.allow
 
 
 class HybridSearcher:
@@ -51,6 +87,7 @@ class HybridSearcher:
         candidates: int = 50,
         weights: Mapping[str, float] | None = None,
         modes: Sequence[str] = (DENSE, KEYWORD),
+        filters: Mapping[int, ChunkFilter] | None = None,
     ) -> list[Hit]:
         """Top `top_k` chunks of the given libraries for `query`.
 
@@ -59,6 +96,9 @@ class HybridSearcher:
         best per library; lists are merged across libraries
         by score (dense: cosine, comparable everywhere; BM25: per-library statistics) and fused
         by weighted reciprocal rank.
+
+        `filters` restricts a library to some of its chunks (a library without an entry is
+        searched whole); each ranker applies it before taking its candidates.
         """
         if not query.strip() or not library_ids or top_k <= 0:
             return []
@@ -71,11 +111,19 @@ class HybridSearcher:
             qvec_en = self.embedder_en.embed([query_text(self.embedder_en, query)])[0]
         tokens = analyze(query) if KEYWORD in modes else []
         for lib in sorted(set(library_ids)):
+            only = filters.get(lib) if filters else None
+            if only is not None and only.permits_nothing:
+                continue
+            allow = only.allow_ids if only is not None else None
+            deny = only.deny_ids if only is not None else None
             snap = self.reader(lib).current()
             if snap is None:
                 continue
             if qvec is not None:
-                found[DENSE] += [(c, s, lib) for c, s in snap.vectors.search(qvec, candidates)]
+                found[DENSE] += [
+                    (c, s, lib)
+                    for c, s in snap.vectors.search(qvec, candidates, allow=allow, deny=deny)
+                ]
             if (
                 qvec_en is not None
                 and snap.vectors_en is not None
@@ -83,10 +131,14 @@ class HybridSearcher:
                 and snap.manifest.embedder_en == self.embedder_en.name
             ):
                 found[DENSE_EN] += [
-                    (c, s, lib) for c, s in snap.vectors_en.search(qvec_en, candidates)
+                    (c, s, lib)
+                    for c, s in snap.vectors_en.search(qvec_en, candidates, allow=allow, deny=deny)
                 ]
             if tokens:
-                found[KEYWORD] += [(c, s, lib) for c, s in snap.keywords.search(tokens, candidates)]
+                found[KEYWORD] += [
+                    (c, s, lib)
+                    for c, s in snap.keywords.search(tokens, candidates, allow=allow, deny=deny)
+                ]
         ranked = {
             name: sorted(hits, key=lambda h: (-h[1], h[0]))[:candidates]
             for name, hits in found.items()

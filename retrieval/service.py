@@ -1,7 +1,9 @@
 """The search service: query → passages with provenance, over the libraries a caller may read.
 
 The caller (api, cli) decides which libraries may be searched; this service opens only those
-libraries' index snapshots, so nothing about another library can influence the result. Steps:
+libraries' index snapshots, so nothing about another library can influence the result. A
+library the caller may read only in part comes with a `DocFilter`; it becomes a filter on chunk
+ids that every ranker applies before ranking (see `retrieval.hybrid`). Steps:
 hybrid ranking (dense + BM25, fused with the query language's weights) → hydration from the
 database (chunks of deleted or superseded documents dropped) → optional cross-encoder rerank →
 adjacent chunks of one document merged → near-duplicates collapsed → top k.
@@ -9,23 +11,27 @@ adjacent chunks of one document merged → near-duplicates collapsed → top k.
 
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 from sqlmodel import Session
 
 from core.errors import ZhikuError
 from core.repo import chunks as chunk_repo
 from core.settings import Settings
-from core.types import Passage
+from core.types import DocFilter, Passage
 from retrieval.analyzer import is_keyword_query, text_language
 from retrieval.embedders import Embedder, load_embedder
-from retrieval.hybrid import DENSE, DENSE_EN, KEYWORD, HybridSearcher
+from retrieval.hybrid import DENSE, DENSE_EN, KEYWORD, ChunkFilter, HybridSearcher
 from retrieval.passages import RankedChunk, collapse_near_duplicates, merge_adjacent
 from retrieval.rerank import RERANK, Reranker, load_reranker
 from retrieval.vector_index import set_search_threads
+
+log = logging.getLogger(__name__)
 
 MODES: dict[str, tuple[str, ...]] = {
     "dense": (DENSE, DENSE_EN),
@@ -92,10 +98,14 @@ class Retriever:
         top_k: int | None = None,
         mode: str = "hybrid",
         rerank: bool | None = None,
+        filters: Mapping[int, DocFilter] | None = None,
     ) -> SearchResult:
         """Passages for `query` from exactly `library_ids` (already permission-checked).
 
         `rerank`: None = rerank when a reranker is configured; True without one is an error.
+        `filters`: per library id, the documents the caller may (or may not) read when that is
+        not the whole library; a library without an entry is searched whole. Applied before
+        ranking.
         """
         started = time.perf_counter()
         query = self.check_query(query)
@@ -118,17 +128,21 @@ class Retriever:
         )
         fetch = max(k * OVERFETCH, self.settings.rerank_candidates if use_rerank else 0)
 
+        searched, chunk_filters = self._chunk_filters(session, library_ids, filters)
         hits = self.searcher.search(
             query,
-            library_ids,
+            searched,
             top_k=fetch,
             candidates=max(self.settings.search_candidates, fetch),
             weights=weights,
             # The English embedder only serves English queries.
             modes=tuple(m for m in MODES[mode] if m != DENSE_EN or lang == "en"),
+            filters=chunk_filters,
         )
 
         rows = chunk_repo.by_ids(session, [h.chunk_id for h in hits])
+        if filters:
+            rows = _permitted(rows, filters)
         ranked = [
             RankedChunk(
                 chunk_id=h.chunk_id,
@@ -162,6 +176,24 @@ class Retriever:
             took_ms=_ms(started),
         )
 
+    @staticmethod
+    def _chunk_filters(
+        session: Session, library_ids: Sequence[int], filters: Mapping[int, DocFilter] | None
+    ) -> tuple[list[int], dict[int, ChunkFilter]]:
+        """The libraries to search and their chunk filters. A library allowed no document is
+        not searched at all; one with nothing denied is searched whole."""
+        searched: list[int] = []
+        out: dict[int, ChunkFilter] = {}
+        for lib in library_ids:
+            doc_filter = filters.get(lib) if filters else None
+            if doc_filter is not None and doc_filter.document_ids:
+                ids = chunk_repo.ids_for_documents(session, doc_filter.document_ids)
+                out[lib] = ChunkFilter(np.asarray(ids, dtype=np.int64), doc_filter.allow)
+            elif doc_filter is not None and doc_filter.allow:
+                continue
+            searched.append(lib)
+        return searched, out
+
     def _rerank(self, query: str, ranked: list[RankedChunk]) -> list[RankedChunk]:
         """Re-order the head of the fused list by the reranker's scores.
 
@@ -185,6 +217,27 @@ class Retriever:
         for slot, chunk in zip(judged, rescored, strict=True):
             out[slot] = chunk
         return out
+
+
+def _permitted(
+    rows: dict[int, chunk_repo.ChunkWithSource], filters: Mapping[int, DocFilter]
+) -> dict[int, chunk_repo.ChunkWithSource]:
+    """Defence in depth: the rows whose document the filters permit. The indexes already
+    applied the filters before ranking, so this never drops anything unless that is broken;
+    if it does, the chunk is withheld and the fault logged."""
+    out: dict[int, chunk_repo.ChunkWithSource] = {}
+    for cid, row in rows.items():
+        doc_filter = filters.get(row.chunk.library_id)
+        if doc_filter is None or doc_filter.permits(row.chunk.document_id):
+            out[cid] = row
+        else:
+            log.error(
+                "search returned chunk %s of document %s, which the caller's filter forbids; "
+                "withheld (the index filter failed)",
+                cid,
+                row.chunk.document_id,
+            )
+    return out
 
 
 def _ms(since: float) -> float:

@@ -181,10 +181,11 @@ def app_client(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def admin_token(settings, app_client) -> str:  # type: ignore[no-untyped-def]
     from core import db
+    from core.models import Role
     from core.repo import users
 
     with db.session_scope(settings) as session:
-        users.create_user(session, "root-admin", "correct horse battery", is_admin=True)
+        users.create_user(session, "root-admin", "correct horse battery", role=Role.admin)
     r = app_client.post(
         "/api/v1/auth/login", json={"username": "root-admin", "password": "correct horse battery"}
     )

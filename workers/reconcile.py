@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from core import db
 from core.repo import documents as doc_repo
 from core.settings import Settings
 from core.tasks import enqueue_ingest
+from workers.retention import purge_expired_audit
 
 log = logging.getLogger(__name__)
+AUDIT_PURGE_EVERY_SECONDS = 3600.0
 
 
 def reconcile_once(settings: Settings) -> int:
@@ -26,12 +29,27 @@ def reconcile_once(settings: Settings) -> int:
 
 
 class Reconciler(threading.Thread):
-    """Runs `reconcile_once` now and then every `reconcile_interval_seconds`."""
+    """Runs `reconcile_once` now and then every `reconcile_interval_seconds`; also purges
+    audit events past retention, at most once per `AUDIT_PURGE_EVERY_SECONDS`."""
 
     def __init__(self, settings: Settings):
         super().__init__(name="zhiku-reconciler", daemon=True)
         self.settings = settings
         self.stopped = threading.Event()
+        self.last_audit_purge: float | None = None  # time.monotonic() of the last attempt
+
+    def maybe_purge_audit(self, now: float | None = None) -> int | None:
+        """Purge if the last attempt is an hour old (or there was none); None when skipped.
+        A failed attempt also waits the hour: a purge that keeps failing must not hammer
+        the database every round."""
+        now = time.monotonic() if now is None else now
+        if (
+            self.last_audit_purge is not None
+            and now - self.last_audit_purge < AUDIT_PURGE_EVERY_SECONDS
+        ):
+            return None
+        self.last_audit_purge = now
+        return purge_expired_audit(self.settings)
 
     def run(self) -> None:
         while True:
@@ -39,5 +57,9 @@ class Reconciler(threading.Thread):
                 reconcile_once(self.settings)
             except Exception:  # Redis or the DB briefly away: try again next round
                 log.warning("reconcile failed; will retry", exc_info=True)
+            try:
+                self.maybe_purge_audit()
+            except Exception:
+                log.warning("audit purge failed; will retry in an hour", exc_info=True)
             if self.stopped.wait(self.settings.reconcile_interval_seconds):
                 return

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.answers import engine_for, prepare_turn, run_turn
-from api.deps import SessionDep, SettingsDep, UserDep, client_ip
+from api.deps import ChatPrincipal, SessionDep, SettingsDep, client_ip
 from api.errors import error_body
 from api.schemas import ChatIn, ChatOut
+from core import access
 from core.errors import ZhikuError
-from core.repo import conversations, libraries
+from core.repo import conversations
 from serving.answering import CitationEvent, Failure, Token
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -38,7 +39,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
     },
 )
 async def chat(
-    body: ChatIn, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+    body: ChatIn, request: Request, session: SessionDep, settings: SettingsDep, p: ChatPrincipal
 ) -> Any:
     """Ask a question. Only libraries you may read are searched; follow-ups in a conversation
     are rewritten into standalone questions first. Blocked questions and "not found" are
@@ -50,19 +51,28 @@ async def chat(
         raise ZhikuError(
             f"the question is longer than {settings.max_question_chars} characters", status=422
         )
+    user = p.user
     requested = body.library_ids
     if requested is None and body.conversation_id is not None:
         assert user.id is not None
-        conv = conversations.get_owned(session, body.conversation_id, user.id)
-        requested = conv.library_ids or None
-    library_ids = libraries.readable_ids(session, user, requested)
+        conv = conversations.get_owned(
+            session, body.conversation_id, user.id, p.api_key.id if p.api_key else None
+        )
+        # a library no longer readable is left out, not an error
+        readable = set(access.library_permissions(session, p))
+        requested = [i for i in conv.library_ids if i in readable] or None
+    library_ids = access.readable_library_ids(session, p, requested)
+    fields = p.audit_fields()
     turn = prepare_turn(
         session,
         user,
         library_ids,
         body.conversation_id,
         settings.history_turns,
+        api_key_id=fields["actor_api_key_id"],
         client_ip=client_ip(request),
+        filters=access.document_filters(session, p, library_ids),
+        audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
     )
     session.close()
     engine = await engine_for(request)

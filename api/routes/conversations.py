@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import SessionDep, UserDep
+from api.deps import ChatPrincipal, SessionDep
+from api.html_render import citation_snippet_html, markdown_html
 from api.schemas import ConversationDetailOut, ConversationOut, MessageOut
-from core.models import Conversation
+from core.access import Principal
+from core.models import Conversation, Message
 from core.repo import conversations
 
 router = APIRouter(prefix="/conversations", tags=["chat"])
+
+
+def _via(p: Principal) -> int | None:
+    """Through an API key, only the conversations held through that key."""
+    return p.api_key.id if p.api_key is not None else None
 
 
 def _out(conv: Conversation) -> ConversationOut:
@@ -23,43 +30,55 @@ def _out(conv: Conversation) -> ConversationOut:
     )
 
 
+def _message_out(m: Message) -> MessageOut:
+    """A stored message; its HTML rendered now (never stored HTML), so every answer gets the
+    current renderer's escaping."""
+    assistant = m.role == "assistant"
+    citations = [
+        {**c, "snippet_html": citation_snippet_html(c, m.sources)} if assistant else c
+        for c in m.citations
+    ]
+    return MessageOut(
+        id=m.id or 0,
+        role=m.role,
+        content=m.content,
+        answer_html=markdown_html(m.content) if assistant else "",
+        standalone_question=m.standalone_question,
+        citations=citations,
+        sources=m.sources,
+        flags=m.flags,
+        not_found=m.not_found,
+        blocked=m.blocked,
+        created_at=m.created_at,
+    )
+
+
 @router.get("", response_model=list[ConversationOut])
 def list_conversations(
-    session: SessionDep, user: UserDep, limit: int = Query(100, ge=1, le=500)
+    session: SessionDep, p: ChatPrincipal, limit: int = Query(100, ge=1, le=500)
 ) -> list[ConversationOut]:
     """Your conversations, most recent first."""
+    user = p.user
     assert user.id is not None
-    return [_out(c) for c in conversations.list_owned(session, user.id, limit)]
+    return [_out(c) for c in conversations.list_owned(session, user.id, limit, _via(p))]
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetailOut)
 def get_conversation(
-    conversation_id: int, session: SessionDep, user: UserDep
+    conversation_id: int, session: SessionDep, p: ChatPrincipal
 ) -> ConversationDetailOut:
     """One of your conversations with its messages (someone else's answers 404)."""
+    user = p.user
     assert user.id is not None
-    conv = conversations.get_owned(session, conversation_id, user.id)
-    messages = [
-        MessageOut(
-            id=m.id or 0,
-            role=m.role,
-            content=m.content,
-            standalone_question=m.standalone_question,
-            citations=m.citations,
-            sources=m.sources,
-            flags=m.flags,
-            not_found=m.not_found,
-            blocked=m.blocked,
-            created_at=m.created_at,
-        )
-        for m in conversations.messages(session, conversation_id)
-    ]
+    conv = conversations.get_owned(session, conversation_id, user.id, _via(p))
+    messages = [_message_out(m) for m in conversations.messages(session, conversation_id)]
     return ConversationDetailOut(**_out(conv).model_dump(), messages=messages)
 
 
 @router.delete("/{conversation_id}", status_code=204)
-def delete_conversation(conversation_id: int, session: SessionDep, user: UserDep) -> Response:
+def delete_conversation(conversation_id: int, session: SessionDep, p: ChatPrincipal) -> Response:
+    user = p.user
     assert user.id is not None
-    conversations.delete_owned(session, conversation_id, user.id)
+    conversations.delete_owned(session, conversation_id, user.id, _via(p))
     session.commit()
     return Response(status_code=204)

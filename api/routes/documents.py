@@ -3,14 +3,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Query, Request
-from sqlmodel import Session
 
 from api import admission
-from api.deps import SessionDep, SettingsDep, UserDep, client_ip, library_for
+from api.deps import IngestPrincipal, SearchPrincipal, SessionDep, SettingsDep, client_ip
 from api.multipart import UploadReader
 from api.schemas import ChunkOut, DocumentList, DocumentOut, UploadReport
-from core.errors import NotFound, ZhikuError
-from core.models import DocStatus, Document, Permission, User
+from core import access
+from core.errors import ZhikuError
+from core.models import DocStatus, Document, Permission
 from core.repo import audit, documents
 from core.repo import chunks as chunk_repo
 from core.tasks import enqueue_ingest, enqueue_sync_index
@@ -45,19 +45,6 @@ def _out(doc: Document) -> DocumentOut:
     return DocumentOut.model_validate(doc, from_attributes=True)
 
 
-def _document_for(
-    session: Session, user: User, document_id: int, need: Permission = Permission.read
-) -> Document:
-    doc = documents.get(session, document_id)
-    if doc is None or doc.status == DocStatus.deleted:
-        raise NotFound(f"document {document_id} not found")
-    try:
-        library_for(session, user, doc.library_id, need)
-    except NotFound:
-        raise NotFound(f"document {document_id} not found") from None
-    return doc
-
-
 def _enqueue(pairs: list[tuple[int, int]], settings: SettingsDep) -> None:
     """Best effort: if the broker is away the documents stay queued in the database and the
     workers' reconciler enqueues them again."""
@@ -76,9 +63,13 @@ def _enqueue(pairs: list[tuple[int, int]], settings: SettingsDep) -> None:
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(
-    library_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+    library_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    p: IngestPrincipal,
 ) -> UploadReport:
-    library_for(session, user, library_id, Permission.write)
+    access.require_library(session, p, library_id, Permission.write)
     reader = UploadReader(settings.tmp_dir, settings.max_upload_bytes)
     received = await reader.read(request)
     try:
@@ -89,11 +80,11 @@ async def upload(
                 code="no_files",
                 status=422,
             )
-        report, queued = admission.admit(session, settings, library_id, files, user.id)
+        report, queued = admission.admit(session, settings, library_id, files, p.user.id)
         audit.record(
             session,
             "document.upload",
-            actor_user_id=user.id,
+            **p.audit_fields(),
             target_type="library",
             target_id=library_id,
             client_ip=client_ip(request),
@@ -115,26 +106,31 @@ async def upload(
 def list_documents(
     library_id: int,
     session: SessionDep,
-    user: UserDep,
+    p: SearchPrincipal,
     status: DocStatus | None = None,
     offset: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=1000),
 ) -> DocumentList:
-    library_for(session, user, library_id)
+    access.require_library(session, p, library_id)
     rows, total = documents.list_for_library(
-        session, library_id, status=status.value if status else None, offset=offset, limit=limit
+        session,
+        library_id,
+        status=status.value if status else None,
+        offset=offset,
+        limit=limit,
+        only=access.document_filters(session, p, [library_id]).get(library_id),
     )
     return DocumentList(items=[_out(d) for d in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)
-def get_document(document_id: int, session: SessionDep, user: UserDep) -> DocumentOut:
-    return _out(_document_for(session, user, document_id))
+def get_document(document_id: int, session: SessionDep, p: SearchPrincipal) -> DocumentOut:
+    return _out(access.require_document(session, p, document_id))
 
 
 @router.get("/documents/{document_id}/chunks", response_model=list[ChunkOut])
-def document_chunks(document_id: int, session: SessionDep, user: UserDep) -> list[ChunkOut]:
-    doc = _document_for(session, user, document_id)
+def document_chunks(document_id: int, session: SessionDep, p: SearchPrincipal) -> list[ChunkOut]:
+    doc = access.require_document(session, p, document_id)
     assert doc.id is not None
     return [
         ChunkOut.model_validate(c, from_attributes=True)
@@ -144,14 +140,18 @@ def document_chunks(document_id: int, session: SessionDep, user: UserDep) -> lis
 
 @router.delete("/documents/{document_id}", status_code=204)
 def delete_document(
-    document_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+    document_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    p: IngestPrincipal,
 ) -> None:
-    doc = _document_for(session, user, document_id, Permission.write)
+    doc = access.require_document(session, p, document_id, Permission.write)
     documents.mark_deleted(session, doc)
     audit.record(
         session,
         "document.delete",
-        actor_user_id=user.id,
+        **p.audit_fields(),
         target_type="document",
         target_id=document_id,
         client_ip=client_ip(request),
@@ -166,14 +166,18 @@ def delete_document(
 
 @router.post("/documents/{document_id}/reingest", response_model=DocumentOut, status_code=202)
 def reingest(
-    document_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: UserDep
+    document_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    p: IngestPrincipal,
 ) -> DocumentOut:
-    doc = _document_for(session, user, document_id, Permission.write)
+    doc = access.require_document(session, p, document_id, Permission.write)
     documents.requeue(session, doc)
     audit.record(
         session,
         "document.reingest",
-        actor_user_id=user.id,
+        **p.audit_fields(),
         target_type="document",
         target_id=document_id,
         client_ip=client_ip(request),

@@ -21,11 +21,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.answers import Turnout, engine_for, run_turn
-from api.deps import BearerDep, SessionDep, client_ip
+from api.deps import ChatPrincipal, SessionDep, client_ip
 from api.schemas import ChatOut
-from core.errors import Forbidden, NotFound, Unauthorized, ZhikuError
-from core.models import ApiKey, Library, User
-from core.repo import api_keys, libraries
+from core import access
+from core.access import Principal
+from core.errors import NotFound, Unauthorized, ZhikuError
+from core.models import Library
+from core.repo import libraries
 from serving.answering import Failure, Token
 from serving.prompts import Turn
 
@@ -50,32 +52,27 @@ class CompletionIn(BaseModel):
     user: str | None = None
 
 
-def key_principal(session: SessionDep, creds: BearerDep) -> tuple[ApiKey, User]:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("send 'Authorization: Bearer <API key>'")
-    found = api_keys.authenticate(session, creds.credentials)
-    if found is None:
-        raise Unauthorized("the API key is invalid, expired or revoked")
-    session.commit()
-    return found
+def key_principal(p: ChatPrincipal) -> Principal:
+    """Only API keys (with the `chat` scope) use the OpenAI-compatible endpoints; a key with
+    `act_as` may name the end user in X-Zhiku-User."""
+    if p.api_key is None:
+        raise Unauthorized("send 'Authorization: Bearer <API key>' (zhiku admin create-api-key)")
+    return p
 
 
-KeyDep = Annotated[tuple[ApiKey, User], Depends(key_principal)]
+KeyDep = Annotated[Principal, Depends(key_principal)]
 
 
-def _scoped_libraries(session: SessionDep, key: ApiKey, owner: User) -> list[Library]:
-    readable = set(libraries.readable_ids(session, owner))
-    if key.library_ids:
-        readable &= set(key.library_ids)
+def _scoped_libraries(session: SessionDep, p: Principal) -> list[Library]:
+    readable = set(access.readable_library_ids(session, p))
     return [lib for lib in libraries.list_all(session) if lib.id in readable]
 
 
 @router.get("/models")
 def list_models(session: SessionDep, principal: KeyDep) -> dict[str, Any]:
     """`zhiku` plus one model per library the key may read."""
-    key, owner = principal
     created = int(time.time())
-    names = [ALL_LIBRARIES] + [lib.name for lib in _scoped_libraries(session, key, owner)]
+    names = [ALL_LIBRARIES] + [lib.name for lib in _scoped_libraries(session, principal)]
     return {
         "object": "list",
         "data": [
@@ -126,10 +123,9 @@ def _data(obj: dict[str, Any]) -> str:
 async def chat_completions(
     body: CompletionIn, request: Request, session: SessionDep, principal: KeyDep
 ) -> Any:
-    key, owner = principal
-    if "chat" not in key.scopes:
-        raise Forbidden("this API key lacks the 'chat' scope")
-    scoped = _scoped_libraries(session, key, owner)
+    key = principal.api_key
+    assert key is not None
+    scoped = _scoped_libraries(session, principal)
     if body.model == ALL_LIBRARIES:
         library_ids = [lib.id for lib in scoped if lib.id is not None]
     else:
@@ -143,14 +139,17 @@ async def chat_completions(
     question, history = turns[-1].content, turns[:-1]
     first = next((t.content for t in turns if t.role == "user"), question)
     affinity = hashlib.sha256(f"{key.id}:{first}".encode()).hexdigest()[:16]
+    fields = principal.audit_fields()
     turn = Turnout(
-        owner,
+        principal.user,
         library_ids,
         None,
         history,
         api_key_id=key.id,
         client_ip=client_ip(request),
         store=False,
+        filters=access.document_filters(session, principal, library_ids),
+        audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
     )
     session.close()
     engine = await engine_for(request)

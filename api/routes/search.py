@@ -8,9 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from api.deps import SessionDep, SettingsDep, UserDep, client_ip
+from api.deps import SearchPrincipal, SessionDep, SettingsDep, client_ip
+from api.html_render import text_html
 from api.schemas import PassageOut, SearchIn, SearchOut
-from core.repo import audit, libraries
+from core import access
+from core.repo import audit
 from retrieval.service import Retriever
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -36,19 +38,25 @@ def search(
     body: SearchIn,
     request: Request,
     session: SessionDep,
-    user: UserDep,
+    p: SearchPrincipal,
     retriever: RetrieverDep,
 ) -> SearchOut:
     """Rank passages for a question or keywords. Only libraries you may read are searched; a
     library id you may not read answers 404 like one that does not exist."""
-    library_ids = libraries.readable_ids(session, user, body.library_ids)
+    library_ids = access.readable_library_ids(session, p, body.library_ids)
     result = retriever.search(
-        session, body.query, library_ids, top_k=body.top_k, mode=body.mode, rerank=body.rerank
+        session,
+        body.query,
+        library_ids,
+        top_k=body.top_k,
+        mode=body.mode,
+        rerank=body.rerank,
+        filters=access.document_filters(session, p, library_ids),
     )
     audit.record(
         session,
         "search",
-        actor_user_id=user.id,
+        **p.audit_fields(),
         client_ip=client_ip(request),
         libraries=library_ids,
         documents=sorted({p.document_id for p in result.passages}),
@@ -62,5 +70,5 @@ def search(
         reranked=result.reranked,
         library_ids=library_ids,
         took_ms=result.took_ms,
-        results=[PassageOut(**asdict(p)) for p in result.passages],
+        results=[PassageOut(**asdict(p), text_html=text_html(p.text)) for p in result.passages],
     )

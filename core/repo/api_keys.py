@@ -1,7 +1,8 @@
 """API keys for office systems: shown once at creation, stored as a sha256 digest.
 
 A key acts for its owner, narrowed by its scopes (`search`, `chat`, `ingest`) and, when
-`library_ids` is non-empty, by those libraries. Issue 5 adds the admin routes and `act_as`.
+`library_ids` is non-empty, by those libraries. With `act_as` it may act for a named user and
+then sees the intersection of its scope and that user's grants (core.access).
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from core.models import ApiKey, User, utcnow
 from core.security import new_token, token_digest
 
 KEY_PREFIX = "zk_key_"
-SCOPES = ("search", "chat", "ingest")
+SCOPES = ("search", "chat", "ingest", "act_as")
 
 
 def create(
@@ -63,3 +64,24 @@ def authenticate(session: Session, plaintext: str) -> tuple[ApiKey, User] | None
     key.last_used_at = now
     session.add(key)
     return key, owner
+
+
+def get(session: Session, key_id: int) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+def list_keys(session: Session, owner_id: int | None = None) -> list[ApiKey]:
+    """Every key, or one owner's, newest first."""
+    stmt = select(ApiKey)
+    if owner_id is not None:
+        stmt = stmt.where(ApiKey.owner_id == owner_id)
+    return list(session.exec(stmt.order_by(col(ApiKey.id).desc())))
+
+
+def revoke(session: Session, key: ApiKey) -> bool:
+    if key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    session.add(key)
+    session.flush()
+    return True

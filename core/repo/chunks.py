@@ -101,6 +101,30 @@ def embeddings(
     return out
 
 
+#: Ids per `IN (...)` list: SQLite's default limit on bound parameters is 999.
+IN_BATCH = 900
+
+
+def ids_for_documents(session: Session, document_ids: Iterable[int]) -> list[int]:
+    """Ids of every chunk of the documents, ascending: the chunk-level form of a per-document
+    permission filter, applied inside the indexes before ranking.
+
+    Chunks of every stored version are included, not only the document's current one: a
+    snapshot not yet republished may still hold an older version's chunks, and a deny filter
+    must cover those too (an allow filter may: they are the same document's)."""
+    wanted = sorted({int(d) for d in document_ids})
+    out: list[int] = []
+    for start in range(0, len(wanted), IN_BATCH):
+        batch = wanted[start : start + IN_BATCH]
+        out += [
+            int(i)
+            for i in session.exec(select(Chunk.id).where(col(Chunk.document_id).in_(batch)))
+            if i is not None
+        ]
+    out.sort()
+    return out
+
+
 def documents_awaiting_index(session: Session, library_id: int) -> list[tuple[int, int]]:
     rows = session.exec(
         select(Document.id, Document.version).where(

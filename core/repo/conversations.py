@@ -27,20 +27,30 @@ def create(
     return conv
 
 
-def get_owned(session: Session, conversation_id: int, user_id: int) -> Conversation:
-    """The conversation if `user_id` owns it; otherwise NotFound (never reveals that it exists)."""
+def get_owned(
+    session: Session, conversation_id: int, user_id: int, via_key: int | None = None
+) -> Conversation:
+    """The conversation if `user_id` owns it (and, with `via_key`, it was held through that API
+    key: a key never sees what its user asked elsewhere); otherwise NotFound (never reveals
+    that it exists)."""
     conv = session.get(Conversation, conversation_id)
-    if conv is None or conv.user_id != user_id:
+    if (
+        conv is None
+        or conv.user_id != user_id
+        or (via_key is not None and conv.api_key_id != via_key)
+    ):
         raise NotFound(f"conversation {conversation_id} not found")
     return conv
 
 
-def list_owned(session: Session, user_id: int, limit: int = 100) -> list[Conversation]:
-    stmt = (
-        select(Conversation)
-        .where(Conversation.user_id == user_id)
-        .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
-        .limit(limit)
+def list_owned(
+    session: Session, user_id: int, limit: int = 100, via_key: int | None = None
+) -> list[Conversation]:
+    stmt = select(Conversation).where(Conversation.user_id == user_id)
+    if via_key is not None:
+        stmt = stmt.where(Conversation.api_key_id == via_key)
+    stmt = stmt.order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc()).limit(
+        limit
     )
     return list(session.exec(stmt))
 
@@ -66,7 +76,9 @@ def add_message(
     return msg
 
 
-def delete_owned(session: Session, conversation_id: int, user_id: int) -> None:
-    conv = get_owned(session, conversation_id, user_id)
+def delete_owned(
+    session: Session, conversation_id: int, user_id: int, via_key: int | None = None
+) -> None:
+    conv = get_owned(session, conversation_id, user_id, via_key)
     session.execute(delete(Message).where(col(Message.conversation_id) == conversation_id))
     session.delete(conv)

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, func, select
 
 from core.models import ACTIVE_STATUSES, Chunk, DocStatus, Document, utcnow
+from core.types import DocFilter
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ def list_for_library(
     include_deleted: bool = False,
     offset: int = 0,
     limit: int = 100,
+    only: DocFilter | None = None,
 ) -> tuple[list[Document], int]:
-    cond = [Document.library_id == library_id]
+    """A page of the library's documents (those `only` permits) and their total."""
+    cond = [Document.library_id == library_id, *_filter_cond(only)]
     if status is not None:
         cond.append(Document.status == status)
     elif not include_deleted:
@@ -221,10 +225,19 @@ def touch_enqueued(session: Session, ids: Sequence[int]) -> None:
         session.commit()
 
 
-def counts_by_status(session: Session, library_id: int) -> dict[str, int]:
+def _filter_cond(only: DocFilter | None) -> list[Any]:
+    if only is None:
+        return []
+    ids = sorted(only.document_ids)
+    return [col(Document.id).in_(ids) if only.allow else col(Document.id).not_in(ids)]
+
+
+def counts_by_status(
+    session: Session, library_id: int, only: DocFilter | None = None
+) -> dict[str, int]:
     rows = session.exec(
         select(Document.status, func.count())
-        .where(Document.library_id == library_id)
+        .where(Document.library_id == library_id, *_filter_cond(only))
         .group_by(Document.status)
     )
     return {str(s): int(n) for s, n in rows}

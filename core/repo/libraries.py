@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound, ZhikuError
@@ -32,7 +30,7 @@ def list_all(session: Session) -> list[Library]:
     return list(session.exec(select(Library).order_by(col(Library.id))))
 
 
-def _group_ids_of(session: Session, user_id: int) -> set[int]:
+def group_ids_of(session: Session, user_id: int) -> set[int]:
     """The user's groups and every ancestor group (departments nest)."""
     direct = set(session.exec(select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
     result = set(direct)
@@ -49,11 +47,12 @@ def _group_ids_of(session: Session, user_id: int) -> set[int]:
 
 
 def permissions_of(session: Session, user: User) -> dict[int, Permission]:
-    """Library id → the strongest permission the user holds on it."""
+    """Library id → the strongest permission granted to the user or their departments.
+    Raw grants: `core.access` applies roles, API keys and narrower grants on top."""
     if user.is_admin:
         return {lib.id: Permission.manage for lib in list_all(session) if lib.id is not None}
     assert user.id is not None
-    groups = _group_ids_of(session, user.id)
+    groups = group_ids_of(session, user.id)
     cond = col(LibraryGrant.user_id) == user.id
     if groups:
         cond = cond | col(LibraryGrant.group_id).in_(groups)
@@ -64,23 +63,6 @@ def permissions_of(session: Session, user: User) -> dict[int, Permission]:
         if cur is None or PERMISSION_RANK[perm] > PERMISSION_RANK[cur]:
             best[grant.library_id] = perm
     return best
-
-
-def readable_ids(session: Session, user: User, requested: Sequence[int] | None = None) -> list[int]:
-    """The libraries a search by `user` covers: `requested` when every one is readable, else
-    all readable ones. A requested library the user may not read is reported exactly like one
-    that does not exist (NotFound), so its existence does not leak."""
-    readable = set(permissions_of(session, user))
-    if not requested:
-        return sorted(readable)
-    for library_id in requested:
-        if library_id not in readable:
-            raise NotFound(f"library {library_id} not found")
-    return sorted(set(requested))
-
-
-def permission_on(session: Session, user: User, library_id: int) -> Permission | None:
-    return permissions_of(session, user).get(library_id)
 
 
 def grant(
@@ -130,3 +112,12 @@ def grants_of(session: Session, library_id: int) -> list[LibraryGrant]:
             .order_by(col(LibraryGrant.id))
         )
     )
+
+
+def get_grant(session: Session, grant_id: int) -> LibraryGrant | None:
+    return session.get(LibraryGrant, grant_id)
+
+
+def delete_grant(session: Session, row: LibraryGrant) -> None:
+    session.delete(row)
+    session.flush()

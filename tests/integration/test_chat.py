@@ -22,6 +22,7 @@ from api.app import create_app
 from cli.ingest_cmd import ingest_paths
 from cli.main import app as cli_app
 from core import db
+from core.models import Role
 from core.repo import api_keys, users
 from core.settings import Settings
 from tests.conftest import TEST_MODEL, VllmServers
@@ -78,7 +79,7 @@ def chat_env(settings: Settings, tmp_path: Path, vllm: VllmServers):  # type: ig
     lib = _ingest(s, tmp_path, "Handbook", HANDBOOK)
     with TestClient(create_app(s)) as client:
         with db.session_scope(s) as session:
-            users.create_user(session, "root-admin", "correct horse battery", is_admin=True)
+            users.create_user(session, "root-admin", "correct horse battery", role=Role.admin)
         r = client.post(
             f"{V1}/auth/login",
             json={"username": "root-admin", "password": "correct horse battery"},
@@ -157,7 +158,7 @@ def test_not_found_and_lexicon_blocks_never_call_the_model(
     _ingest(s, tmp_path, "Handbook", HANDBOOK)
     with TestClient(create_app(s)) as client:
         with db.session_scope(s) as session:
-            users.create_user(session, "root-admin", "correct horse battery", is_admin=True)
+            users.create_user(session, "root-admin", "correct horse battery", role=Role.admin)
         admin = client.post(
             f"{V1}/auth/login", json={"username": "root-admin", "password": "correct horse battery"}
         ).json()["access_token"]
@@ -314,7 +315,7 @@ def test_killing_the_model_server_mid_answer_gives_a_clean_error(
     _ingest(s, tmp_path, "Handbook", HANDBOOK)
     with TestClient(create_app(s)) as client:
         with db.session_scope(s) as session:
-            users.create_user(session, "root-admin", "correct horse battery", is_admin=True)
+            users.create_user(session, "root-admin", "correct horse battery", role=Role.admin)
         admin = client.post(
             f"{V1}/auth/login",
             json={"username": "root-admin", "password": "correct horse battery"},

@@ -60,6 +60,16 @@ def test_create_user_and_inline_ingest_with_json_summary(settings, tmp_path: Pat
     assert "created admin boss" in out.stdout
     weak = zhiku(settings, "admin", "create-user", "weak", "--password", "123", check=False)
     assert weak.returncode == 1 and "password" in weak.stderr
+    out = zhiku(settings, "admin", "reset-password", "boss", "--password", "another long phrase")
+    assert "password of boss changed" in out.stdout
+    from core import db
+    from core.repo import users
+    from core.security import verify_password
+
+    with db.session_scope(settings) as s:
+        boss = users.get_by_username(s, "boss")
+        assert boss is not None and boss.role == "admin"
+        assert verify_password(boss.password_hash, "another long phrase")
 
     root = _folder(tmp_path)
     proc = zhiku(

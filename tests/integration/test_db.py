@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from core import db
 from core.errors import Conflict, ZhikuError
-from core.models import DocStatus, Group, GroupMember, Permission
+from core.models import DocStatus, Group, GroupMember, Permission, Role
 from core.repo import documents, libraries, tokens, users
 from core.security import verify_password
 
@@ -36,7 +36,7 @@ def test_migrations_are_idempotent(settings) -> None:  # type: ignore[no-untyped
 
 def test_users_hash_passwords_and_refuse_duplicates(settings) -> None:  # type: ignore[no-untyped-def]
     with db.session_scope(settings) as s:
-        u = users.create_user(s, "alice", "a long passphrase", is_admin=False)
+        u = users.create_user(s, "alice", "a long passphrase")
         assert u.password_hash != "a long passphrase"
         assert verify_password(u.password_hash, "a long passphrase")
         assert not verify_password(u.password_hash, "wrong")
@@ -63,7 +63,7 @@ def test_tokens_expire_and_revoke(settings) -> None:  # type: ignore[no-untyped-
 
 def test_permissions_from_user_and_nested_group_grants(settings) -> None:  # type: ignore[no-untyped-def]
     with db.session_scope(settings) as s:
-        admin = users.create_user(s, "admin", "a long passphrase", is_admin=True)
+        admin = users.create_user(s, "admin", "a long passphrase", role=Role.admin)
         dana = users.create_user(s, "dana", "a long passphrase")
         lib1 = libraries.create(s, "HR", "", admin.id)
         lib2 = libraries.create(s, "Finance", "", admin.id)

@@ -15,9 +15,12 @@ from typer.testing import CliRunner
 from cli.ingest_cmd import ingest_paths
 from cli.main import app as cli_app
 from core import db
-from core.models import Chunk
+from core.models import Chunk, Document
+from core.repo import chunks as chunk_repo
 from core.settings import Settings
+from core.types import DocFilter
 from retrieval.index_store import read_manifest
+from retrieval.service import Retriever
 from tests.integration.api_helpers import V1, auth, create_user
 
 pytestmark = pytest.mark.integration
@@ -197,6 +200,49 @@ def test_ranking_on_english_and_chinese(
     manifest = read_manifest(settings.indexes_dir, en)
     assert manifest is not None and manifest.embedder_en == "bge-small-en-v1.5-int8"
     assert manifest.count_en == manifest.count
+
+
+def test_document_filters_apply_inside_the_search(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lib = _ingest(settings, tmp_path, "English", ENGLISH)
+    with db.session_scope(settings) as session:
+        rows = session.exec(
+            select(Document.filename, Document.id).where(Document.library_id == lib)
+        )
+        docs = {name: int(i) for name, i in rows if i is not None}
+        chunks = {
+            name: {c.id for c in chunk_repo.for_document(session, i)} for name, i in docs.items()
+        }
+    pump, travel = docs["pump-manual.md"], docs["travel-policy.md"]
+    retriever = Retriever(settings)
+    query = "XR-7731-B pump seal hotel lodging passphrase canteen"
+
+    def search(filters: dict[int, DocFilter] | None) -> list[Any]:
+        with db.session_scope(settings) as session:
+            return retriever.search(
+                session, query, [lib], top_k=10, rerank=False, filters=filters
+            ).passages
+
+    def chunk_ids(passages: list[Any]) -> set[int]:
+        return {cid for p in passages for cid in [*p.chunk_ids, *p.duplicate_chunk_ids]}
+
+    whole = search(None)
+    assert chunk_ids(whole) & chunks["pump-manual.md"]
+    denied = search({lib: DocFilter(frozenset({pump}), allow=False)})
+    assert denied and pump not in {p.document_id for p in denied}
+    assert not chunk_ids(denied) & chunks["pump-manual.md"]
+    assert {p.document_id for p in denied} == set(docs.values()) - {pump}
+    allowed = search({lib: DocFilter(frozenset({travel}), allow=True)})
+    assert allowed and {p.document_id for p in allowed} == {travel}
+    assert search({lib: DocFilter(frozenset(), allow=True)}) == []
+    assert search({lib: DocFilter(frozenset(), allow=False)}) == whole
+    # Applied inside the indexes: the after-the-fact check never had to withhold a chunk.
+    assert not [r for r in caplog.records if r.name == "retrieval.service"]
+    # Chunk ids of many documents at once: the IN list is split (SQLite's parameter limit).
+    with db.session_scope(settings) as session:
+        many = chunk_repo.ids_for_documents(session, [*range(10_000, 12_500), pump, travel])
+    assert many == sorted(chunks["pump-manual.md"] | chunks["travel-policy.md"])
 
 
 def test_english_queries_are_reranked_by_default(

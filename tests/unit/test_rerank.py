@@ -49,4 +49,7 @@ def test_a_local_sentence_transformers_cross_encoder_loads(tmp_path: Path) -> No
     assert reranker is not None and reranker.languages == ("zh", "en")
     scores = reranker.score("pump seal", ["Replace the pump seal.", "The canteen opens."])
     assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
-    assert reranker.score("pump seal", ["Replace the pump seal."]) == scores[:1]
+    # batch size changes the kernels: equal up to float rounding
+    assert reranker.score("pump seal", ["Replace the pump seal."]) == pytest.approx(
+        scores[:1], abs=1e-5
+    )
