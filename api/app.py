@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.limiter = Limiter(settings.redis_url, prefix=f"zk:{secrets.instance_id}:rl:")
     errors.install(app)
     http_security.install(app, settings)
-    v1 = APIRouter(prefix=API_PREFIX)
+    v1 = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
     for module in (
         auth,
         users,
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     ):
         v1.include_router(module.router)
     app.include_router(v1)
-    app.include_router(openai_compat.router)
+    app.include_router(openai_compat.router, responses=errors.ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import RateLimited, ZhikuError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error: a stable code and a message a person can act on."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+# Documented on every route (FastAPI's own 422 body is replaced by ours).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("Not signed in, or the token, session or API key is no longer valid"),
+    403: _documented("Signed in, but not allowed (role, scope, CSRF, password change due)"),
+    404: _documented("Not found — also what anything you may not read looks like"),
+    422: _documented("The request is invalid; the message says what to change"),
+    429: _documented("Too many requests or failed sign-ins; see Retry-After"),
+}
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -41,6 +69,16 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return JSONResponse(error_body("invalid_request", "; ".join(parts)), status_code=422)
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # an id or number beyond the database's integer range (2**31 on PostgreSQL)
+        log.info("out-of-range value on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("out_of_range", "a number in the request is out of range"),
+            status_code=422,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from core.errors import Forbidden, NotFound
 from core.models import (
@@ -182,10 +182,10 @@ def _visible_documents(
 
 
 def _library_documents(session: Session, library_id: int) -> list[tuple[int, str]]:
+    """Every document of the library, deleted ones too: they stay listable (status=deleted)
+    and counted, so a deny list must cover them like the rest."""
     rows = session.exec(
-        select(Document.id, Document.folder).where(
-            Document.library_id == library_id, col(Document.status) != DocStatus.deleted.value
-        )
+        select(Document.id, Document.folder).where(Document.library_id == library_id)
     )
     return [(int(i), f) for i, f in rows if i is not None]
 

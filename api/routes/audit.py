@@ -18,9 +18,14 @@ from pydantic import BaseModel
 from api.deps import AdminDep, SessionDep, SettingsDep, client_ip
 from core import audit_export, db
 from core.audit_export import ExportFormat
+from core.errors import ZhikuError
 from core.models import AuditEvent, utcnow
 from core.repo import audit
 from core.settings import Settings
+
+# ids are database integers: larger values would fail inside a streamed export, after the
+# 200 has gone out, so they are refused up front.
+MAX_ID = 2**31 - 1
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -106,13 +111,20 @@ def audit_filters(
             max_length=MAX_ACTIONS,
         ),
     ] = None,
-    actor_user_id: Annotated[int | None, Query()] = None,
-    actor_api_key_id: Annotated[int | None, Query()] = None,
+    actor_user_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    actor_api_key_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     target_type: Annotated[str | None, Query(max_length=32)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
-    after_id: Annotated[int | None, Query(ge=0, description="Only events with a larger id")] = None,
+    after_id: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Only events with a larger id")
+    ] = None,
 ) -> AuditFilters:
     actions = tuple(a for a in (action or []) if a)
+    texts = (*actions, target_type or "", target_id or "")
+    if any("\x00" in t for t in texts):
+        raise ZhikuError(
+            "filters may not contain NUL characters", code="invalid_request", status=422
+        )
     return AuditFilters(
         since=_aware(since),
         until=_aware(until),
@@ -187,6 +199,9 @@ def export_events(
 ) -> StreamingResponse:
     """Every matching event, oldest first, as a file download. CSV cells that a spreadsheet
     would run as a formula are prefixed with `'`."""
+    # The filters run once before the download starts: a value the database refuses is a 422
+    # now, not a broken stream after the 200.
+    audit.query(session, **filters.kwargs(), limit=1)
     audit.record(
         session,
         EXPORT_ACTION,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
 from api.deps import ChatPrincipal, SessionDep
 from api.html_render import citation_snippet_html, markdown_html
 from api.schemas import ConversationDetailOut, ConversationOut, MessageOut
+from core import access
 from core.access import Principal
 from core.models import Conversation, Message
 from core.repo import conversations
@@ -30,13 +35,37 @@ def _out(conv: Conversation) -> ConversationOut:
     )
 
 
-def _message_out(m: Message) -> MessageOut:
+Visible = Callable[[dict[str, Any]], bool]
+
+
+def _visibility(session: Session, p: Principal, stored: list[Message]) -> Visible:
+    """Whether a stored citation or source is still readable by the caller: revoking a grant
+    or restricting a folder also withholds the passages of earlier answers."""
+    readable = access.library_permissions(session, p)
+    cited = {int(x["library_id"]) for m in stored for x in m.sources if "library_id" in x}
+    narrowed = access.document_filters(session, p, cited & set(readable))
+
+    def visible(item: dict[str, Any]) -> bool:
+        lib, doc = item.get("library_id"), item.get("document_id")
+        if lib not in readable or not isinstance(doc, int):
+            return False
+        only = narrowed.get(lib)
+        return only is None or only.permits(doc)
+
+    return visible
+
+
+def _message_out(m: Message, visible: Visible) -> MessageOut:
     """A stored message; its HTML rendered now (never stored HTML), so every answer gets the
-    current renderer's escaping."""
+    current renderer's escaping. Passages the caller may no longer read are withheld."""
     assistant = m.role == "assistant"
+    sources = [x for x in m.sources if visible(x)]
+    kept = [c for c in m.citations if visible(c)]
+    flags = dict(m.flags)
+    if len(kept) < len(m.citations) or len(sources) < len(m.sources):
+        flags["sources_withheld"] = len(m.sources) - len(sources)
     citations = [
-        {**c, "snippet_html": citation_snippet_html(c, m.sources)} if assistant else c
-        for c in m.citations
+        {**c, "snippet_html": citation_snippet_html(c, sources)} if assistant else c for c in kept
     ]
     return MessageOut(
         id=m.id or 0,
@@ -45,8 +74,8 @@ def _message_out(m: Message) -> MessageOut:
         answer_html=markdown_html(m.content) if assistant else "",
         standalone_question=m.standalone_question,
         citations=citations,
-        sources=m.sources,
-        flags=m.flags,
+        sources=sources,
+        flags=flags,
         not_found=m.not_found,
         blocked=m.blocked,
         created_at=m.created_at,
@@ -71,7 +100,9 @@ def get_conversation(
     user = p.user
     assert user.id is not None
     conv = conversations.get_owned(session, conversation_id, user.id, _via(p))
-    messages = [_message_out(m) for m in conversations.messages(session, conversation_id)]
+    stored = conversations.messages(session, conversation_id)
+    visible = _visibility(session, p, stored)
+    messages = [_message_out(m, visible) for m in stored]
     return ConversationDetailOut(**_out(conv).model_dump(), messages=messages)
 
 
