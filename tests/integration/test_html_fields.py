@@ -72,6 +72,9 @@ def test_serialize_renders_answer_and_snippet_html() -> None:
 def test_stored_messages_come_back_with_rendered_html(
     settings: Any, app_client: TestClient, admin_token: str
 ) -> None:
+    # the library the stored answer cites must exist: stored passages follow current access
+    r = app_client.post(f"{V1}/libraries", json={"name": "Leave"}, headers=auth(admin_token))
+    assert r.status_code == 201 and r.json()["id"] == 1, r.text
     out = serialize(_result(), None, None)
     with db.session_scope(settings) as session:
         user = session.exec(select(User).where(User.username == "root-admin")).one()
