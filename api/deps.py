@@ -115,6 +115,11 @@ def _key_principal(session: Session, plaintext: str, act_as: str | None) -> Prin
     return Principal(user=end_user, api_key=key, key_owner=owner)
 
 
+def _rate_key(p: Principal) -> str:
+    """Limits count per API key, or per user when signed in."""
+    return f"key:{p.api_key.id}" if p.api_key else f"user:{p.user.id}"
+
+
 async def authenticate(
     request: Request,
     session: SessionDep,
@@ -157,9 +162,8 @@ async def authenticate(
             "change your password first: POST /api/v1/auth/password",
             code="password_change_required",
         )
-    who = f"key:{principal.api_key.id}" if principal.api_key else f"user:{principal.user.id}"
+    who = _rate_key(principal)
     enforce(limiter(request), f"req:{who}", settings.rate_limit_per_minute, 60, "requests")
-    request.state.principal = principal
     return principal
 
 
@@ -172,10 +176,9 @@ def _scoped(scope: str | None) -> Callable[..., Principal]:
         else:
             access.require_scope(p, scope)
         if scope == "chat":
-            who = f"key:{p.api_key.id}" if p.api_key else f"user:{p.user.id}"
             enforce(
                 limiter(request),
-                f"chat:{who}",
+                f"chat:{_rate_key(p)}",
                 settings.rate_limit_chat_per_minute,
                 60,
                 "questions",

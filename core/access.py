@@ -44,7 +44,6 @@ ROLE_CAP = {
     Role.librarian: Permission.manage,
     Role.staff: Permission.read,
 }
-KEY_SCOPES = ("search", "chat", "ingest", "act_as")
 
 
 @dataclass(frozen=True)
@@ -57,16 +56,8 @@ class Principal:
     key_owner: User | None = None
 
     @property
-    def role(self) -> Role:
-        return Role(self.user.role)
-
-    @property
     def is_admin(self) -> bool:
         return self.api_key is None and self.user.is_admin
-
-    @property
-    def acting_for_user(self) -> bool:
-        return self.key_owner is not None
 
     def audit_fields(self) -> dict[str, Any]:
         """Actor columns (and detail) for an audit event: a key acting for a user is recorded

@@ -65,6 +65,16 @@ def permissions_of(session: Session, user: User) -> dict[int, Permission]:
     return best
 
 
+def check_grantee(session: Session, user_id: int | None, group_id: int | None) -> None:
+    """A grant goes to exactly one existing user or department."""
+    if (user_id is None) == (group_id is None):
+        raise ZhikuError("give exactly one of user_id or group_id", code="bad_grant", status=422)
+    if user_id is not None and session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id} not found")
+    if group_id is not None and session.get(Group, group_id) is None:
+        raise NotFound(f"group {group_id} not found")
+
+
 def grant(
     session: Session,
     library_id: int,
@@ -74,12 +84,7 @@ def grant(
     group_id: int | None,
     created_by: int | None,
 ) -> LibraryGrant:
-    if (user_id is None) == (group_id is None):
-        raise ZhikuError("give exactly one of user_id or group_id", code="bad_grant", status=422)
-    if user_id is not None and session.get(User, user_id) is None:
-        raise NotFound(f"user {user_id} not found")
-    if group_id is not None and session.get(Group, group_id) is None:
-        raise NotFound(f"group {group_id} not found")
+    check_grantee(session, user_id, group_id)
     existing = session.exec(
         select(LibraryGrant).where(
             LibraryGrant.library_id == library_id,

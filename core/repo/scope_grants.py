@@ -7,7 +7,8 @@ from collections.abc import Collection
 from sqlmodel import Session, col, select
 
 from core.errors import NotFound, ZhikuError
-from core.models import Document, Group, ScopeGrant, User
+from core.models import Document, ScopeGrant
+from core.repo.libraries import check_grantee
 
 
 def normalize_folder(folder: str) -> str:
@@ -32,8 +33,7 @@ def create(
     group_id: int | None,
     created_by: int | None,
 ) -> ScopeGrant:
-    if (user_id is None) == (group_id is None):
-        raise ZhikuError("give exactly one of user_id or group_id", code="bad_grant", status=422)
+    check_grantee(session, user_id, group_id)
     folder = normalize_folder(folder)
     if (document_id is None) == (folder == ""):
         raise ZhikuError("give exactly one of folder or document_id", code="bad_grant", status=422)
@@ -41,10 +41,6 @@ def create(
         doc = session.get(Document, document_id)
         if doc is None or doc.library_id != library_id or doc.status == "deleted":
             raise NotFound(f"document {document_id} not found in this library")
-    if user_id is not None and session.get(User, user_id) is None:
-        raise NotFound(f"user {user_id} not found")
-    if group_id is not None and session.get(Group, group_id) is None:
-        raise NotFound(f"group {group_id} not found")
     existing = session.exec(
         select(ScopeGrant).where(
             ScopeGrant.library_id == library_id,

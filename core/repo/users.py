@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from core import passwords
 from core.errors import Conflict, ZhikuError
@@ -79,10 +79,10 @@ def list_users(session: Session) -> list[User]:
 
 
 def count_admins(session: Session, *, active_only: bool = True) -> int:
-    query = select(User).where(User.role == Role.admin.value)
+    query = select(func.count()).select_from(User).where(User.role == Role.admin.value)
     if active_only:
         query = query.where(col(User.is_active).is_(True))
-    return len(list(session.exec(query)))
+    return int(session.exec(query).one())
 
 
 def group_names_of(session: Session, user_id: int) -> list[str]:
