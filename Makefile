@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils libmagic1 \
-	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui redis-server redis-tools
+	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui redis-server redis-tools \
+	chromium fonts-noto-cjk fonts-noto-color-emoji nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_DOCS ?= ../shared/eval/docs
 BENCH_TEXT ?= ../shared/eval/covidqa_en/corpus.jsonl
@@ -61,7 +62,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-# Debian packages: OCR, PDF rendering, LibreOffice for legacy DOC/PPT/XLS, Redis.
+# Debian packages: OCR, PDF rendering, LibreOffice for legacy DOC/PPT/XLS, Redis, and Chromium
+# with CJK fonts for the web UI's browser tests.
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import errors, http_security
 from api.rate_limit import Limiter
@@ -16,17 +19,29 @@ from api.routes import (
     chat,
     conversations,
     documents,
+    feedback,
     groups,
     lexicon,
     libraries,
     openai_compat,
     search,
+    system,
     users,
 )
 from core import db, instance_secrets
 from core.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# Assets are revalidated on each load (ETag → 304): an upgrade never serves stale scripts.
+ASSET_CACHE = {"Cache-Control": "no-cache"}
+
+
+class WebAssets(StaticFiles):
+    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
+        response = await super().get_response(path, scope)
+        response.headers.update(ASSET_CACHE)
+        return response
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -69,8 +84,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         search,
         chat,
         conversations,
+        feedback,
         lexicon,
         audit,
+        system,
     ):
         v1.include_router(module.router)
     app.include_router(v1)
@@ -79,5 +96,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def web_ui() -> FileResponse:
+        """The web UI: one page; its screens are client-side routes (#/chat, #/admin/…)."""
+        return FileResponse(WEB_DIR / "index.html", headers=ASSET_CACHE)
+
+    app.mount("/static", WebAssets(directory=WEB_DIR / "static"), name="static")
 
     return app

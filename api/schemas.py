@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class LibraryIn(BaseModel):
@@ -13,10 +13,27 @@ class LibraryIn(BaseModel):
     description: str = Field("", max_length=5000)
 
 
+class LibraryPatch(BaseModel):
+    """What to change (at least one field); what is left out stays as it is."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=5000)
+    allow_download: bool | None = Field(
+        None, description="Readers may download originals (managers always may)"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> LibraryPatch:
+        if self.name is None and self.description is None and self.allow_download is None:
+            raise ValueError("give at least one of name, description, allow_download")
+        return self
+
+
 class LibraryOut(BaseModel):
     id: int
     name: str
     description: str
+    allow_download: bool = Field(description="Readers may download originals (managers always may)")
     created_at: datetime
     permission: str
     documents: dict[str, int] = Field(default_factory=dict, description="count by status")
@@ -192,6 +209,11 @@ class ConversationOut(BaseModel):
     updated_at: datetime
 
 
+class MessageFeedbackOut(BaseModel):
+    rating: Literal[1, -1] = Field(description="+1 helpful, -1 not helpful")
+    comment: str
+
+
 class MessageOut(BaseModel):
     id: int
     role: str
@@ -206,6 +228,9 @@ class MessageOut(BaseModel):
     not_found: bool
     blocked: bool
     created_at: datetime
+    feedback: MessageFeedbackOut | None = Field(
+        None, description="Your own feedback on this answer (PUT …/messages/{id}/feedback)"
+    )
 
 
 class ConversationDetailOut(ConversationOut):

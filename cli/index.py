@@ -22,6 +22,9 @@ def rebuild(library: str = typer.Option(..., "--library", "-l", help="Library na
         typer.echo(f"error: no library named {library!r}", err=True)
         raise typer.Exit(1)
     result = sync_library_index(settings, lib.id, ingestion_embedder(settings), rebuild=True)
+    if result is None:
+        typer.echo(f"error: library {library!r} was deleted meanwhile", err=True)
+        raise typer.Exit(1)
     typer.echo(
         f"library {library}: index version {result.manifest.version}, "
         f"{result.manifest.count} chunks ({result.manifest.vector_kind})"

@@ -83,6 +83,9 @@ class Library(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
     description: str = ""
+    allow_download: bool = Field(
+        default=True, description="Readers may download originals (managers always may)"
+    )
     created_by: int | None = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -241,3 +244,25 @@ class Message(SQLModel, table=True):
     not_found: bool = False
     blocked: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Feedback(SQLModel, table=True):
+    """A reader's verdict on one answer: one per user and message, replaced when they change
+    their mind. The question and answer are copied so the review outlives the conversation
+    (deleting it clears `message_id`)."""
+
+    __table_args__ = (UniqueConstraint("message_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    rating: int = Field(description="+1 helpful, -1 not helpful")
+    comment: str = Field(default="", max_length=2000)
+    question: str = ""
+    answer: str = ""
+    library_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    document_ids: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False), description="cited"
+    )
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)

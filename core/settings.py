@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
+    @property
+    def page_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "pages"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

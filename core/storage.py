@@ -33,6 +33,44 @@ class OriginalStore:
     def read(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
 
+    def delete(self, sha256: str) -> bool:
+        """Remove an original (only when no document refers to its content any more)."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        for parent in (path.parent, path.parent.parent):  # empty fan-out dirs go too
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        return True
+
+
+class PageCache:
+    """Rendered page images: data/cache/pages/<document id>/<version>-<page>.png. A new
+    version of a document never sees an older version's pages; deleting a document or its
+    library purges its directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path_for(self, document_id: int, version: int, page: int) -> Path:
+        return self.root / str(document_id) / f"{version}-{page}.png"
+
+    def get(self, document_id: int, version: int, page: int) -> bytes | None:
+        try:
+            return self.path_for(document_id, version, page).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, document_id: int, version: int, page: int, png: bytes) -> None:
+        atomic_write(self.path_for(document_id, version, page), lambda f: f.write(png))
+
+    def purge(self, document_id: int) -> None:
+        shutil.rmtree(self.root / str(document_id), ignore_errors=True)
+
 
 def hash_stream(stream: BinaryIO) -> tuple[str, int]:
     h = hashlib.sha256()

@@ -78,6 +78,11 @@ class HybridSearcher:
                 reader = self._readers[library_id] = LibraryReader(self.indexes_dir, library_id)
             return reader
 
+    def forget(self, library_id: int) -> None:
+        """Drop the cached reader (and its snapshot) of a library that was deleted."""
+        with self._lock:
+            self._readers.pop(library_id, None)
+
     def search(
         self,
         query: str,

@@ -11,13 +11,16 @@ time is the caller's job (see workers' library lock).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +47,7 @@ class Manifest:
     embedder_en: str = ""
     dim_en: int = 0
     count_en: int = 0
+    uid: str = ""  # the index's identity; older manifests have none
 
 
 def library_dir(root: Path, library_id: int) -> Path:
@@ -57,6 +61,54 @@ def read_manifest(root: Path, library_id: int) -> Manifest | None:
     except FileNotFoundError:
         return None
     return Manifest(**data)
+
+
+@contextmanager
+def writer_lock(root: Path, library_id: int, timeout: float | None = None) -> Iterator[None]:
+    """The library's index writer lock: an exclusive POSIX lock on a file in `root/.locks`
+    (across processes on one machine, and on shared volumes with working POSIX locks such as
+    NFSv4). With `timeout`, TimeoutError when it is not free within that many seconds.
+
+    The lock file outlives a dropped library on purpose: removing a lock file others may be
+    waiting on would let two writers in."""
+    lock_dir = root / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"{library_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"the index of library {library_id} is being written"
+                        ) from None
+                    time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def drop_library(root: Path, library_id: int) -> bool:
+    """Remove every index file and snapshot of the library (hold its `writer_lock`). The
+    directory is first renamed out of the way, so nobody finds a half-removed snapshot.
+    False when there was nothing to remove."""
+    lib = library_dir(root, library_id)
+    if not lib.exists():
+        return False
+    trash = root / f".trash-{library_id}-{uuid.uuid4().hex}"
+    os.rename(lib, trash)
+    fsync_dir(root)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 @dataclass
@@ -199,6 +251,7 @@ def sync_library(
 
     keywords = KeywordIndex.build(wanted.tolist(), wanted_tokens)
     version = (current.version if current else 0) + 1
+    uid = current.uid if current is not None and current.uid else uuid.uuid4().hex
     manifest = Manifest(
         version=version,
         snapshot=f"snap-{version:08d}",
@@ -210,6 +263,7 @@ def sync_library(
         embedder_en=english.embedder if english else "",
         dim_en=english.dim if english else 0,
         count_en=len(wanted_en),
+        uid=uid,
     )
     _publish(root, library_id, manifest, vectors, keywords, vectors_en, wanted_en)
     return SyncResult(manifest, added, removed, changed=True)
@@ -273,7 +327,10 @@ class LibraryReader:
     Queries never wait for a reload: when a new version is published, the first query that
     notices starts loading it in a background thread and every query keeps using the old
     snapshot until the new one is fully loaded, then one reference is swapped. Only the very
-    first load of a library (nothing to serve yet) happens in the caller's thread.
+    first load of a library (nothing to serve yet) happens in the caller's thread — and so does
+    the load of an index with another uid: the library was dropped and its id reused, and the
+    old snapshot must never answer for the new library. A dropped library (no manifest) lets
+    its snapshot go at once.
     """
 
     def __init__(self, root: Path, library_id: int):
@@ -287,12 +344,18 @@ class LibraryReader:
         manifest = read_manifest(self.root, self.library_id)
         snap = self._snapshot
         if manifest is None:
+            if snap is not None:
+                with self._lock:
+                    self._snapshot = None
             return None
+        if snap is not None and snap.manifest.uid != manifest.uid:
+            snap = None  # another index under this id: never serve the old one
         if snap is not None and snap.manifest.version == manifest.version:
             return snap
         if snap is None:
             with self._lock:
-                if self._snapshot is None or self._snapshot.manifest.version != manifest.version:
+                held = self._snapshot
+                if held is None or held.manifest != manifest:
                     self._snapshot = load_snapshot(self.root, self.library_id, manifest)
                 return self._snapshot
         with self._lock:
@@ -312,8 +375,13 @@ class LibraryReader:
             fresh = None
         with self._lock:
             current = self._snapshot
-            if fresh is not None and (
-                current is None or current.manifest.version < fresh.manifest.version
+            # Only a newer version of the same index: a load that finishes after the index was
+            # replaced (another uid) or dropped must not bring the old one back.
+            if (
+                fresh is not None
+                and current is not None
+                and current.manifest.uid == fresh.manifest.uid
+                and current.manifest.version < fresh.manifest.version
             ):
                 self._snapshot = fresh
             if self._loading == manifest.version:

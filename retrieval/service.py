@@ -77,6 +77,10 @@ class Retriever:
         self.reranker = reranker if reranker is not None else load_reranker(settings.reranker)
         self.searcher = HybridSearcher(settings.indexes_dir, self.embedder, self.embedder_en)
 
+    def forget_library(self, library_id: int) -> None:
+        """A library was deleted: let its cached index go."""
+        self.searcher.forget(library_id)
+
     def check_query(self, query: str) -> str:
         """The query with full-width forms folded (NFKC) and white space collapsed."""
         query = " ".join(unicodedata.normalize("NFKC", query).split())
@@ -160,7 +164,9 @@ class Retriever:
                 library_name=row.library_name,
             )
             for h in hits
-            if (row := rows.get(h.chunk_id)) is not None
+            # A chunk must belong to the library whose index returned it: a stale snapshot may
+            # hold the id of a deleted chunk that SQLite gave to a new chunk elsewhere.
+            if (row := rows.get(h.chunk_id)) is not None and row.chunk.library_id == h.library_id
         ]
 
         if use_rerank and self.reranker is not None and ranked:

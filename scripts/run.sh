@@ -29,7 +29,8 @@ until $BIN/zhiku models status >/dev/null 2>&1; do
 done
 cat <<EOT
 
-Zhiku is running: API http://$HOST:$PORT/api/v1  (OpenAPI: http://$HOST:$PORT/docs)
+Zhiku is running: open http://$HOST:$PORT/ in a browser
+  (API: http://$HOST:$PORT/api/v1, schema: http://$HOST:$PORT/openapi.json)
 No default account exists. Create the first administrator with:
   .venv/bin/zhiku admin create-user admin --admin
 Ingest a folder:  .venv/bin/zhiku ingest ./my-docs --library handbook --create

@@ -121,14 +121,44 @@ def launch(spec: ServerSpec, log_dir: Path, python: Path | None = None) -> Runni
     return RunningServer(spec, process, log)
 
 
-def answers(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
-    """True when the server lists its models."""
+@dataclass(frozen=True)
+class Probe:
+    """One look at an OpenAI-compatible server: GET {base_url}/models."""
+
+    url: str
+    up: bool  # it listed its models (HTTP 200)
+    seconds: float  # how long it took to answer (or to fail)
+    error: str | None = None  # why it is not up
+    models: tuple[str, ...] = ()  # the model ids it serves
+
+    def serves(self, model: str) -> bool:
+        return model in self.models
+
+
+def probe(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> Probe:
+    """Ask the server for its models, waiting at most about `timeout` seconds per phase
+    (connect, read); never raises."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    started = time.monotonic()
     try:
         r = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return r.status_code == 200
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = str(exc) or "no answer"
+        return Probe(base_url, False, time.monotonic() - started, f"{type(exc).__name__}: {reason}")
+    seconds = time.monotonic() - started
+    if r.status_code != 200:
+        return Probe(base_url, False, seconds, f"HTTP {r.status_code} from {base_url}/models")
+    try:
+        data = r.json().get("data", [])
+        models = tuple(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
+    except (ValueError, AttributeError, TypeError):
+        models = ()
+    return Probe(base_url, True, seconds, None, models)
+
+
+def answers(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
+    """True when the server lists its models."""
+    return probe(base_url, api_key, timeout).up
 
 
 def wait_ready(

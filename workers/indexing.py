@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from core import db
-from core.repo import chunks
+from core.repo import chunks, libraries
 from core.settings import Settings
 from retrieval.embedders import Embedder
-from retrieval.index_store import DenseInput, SyncResult, sync_library
+from retrieval.index_store import DenseInput, SyncResult, drop_library, sync_library
 from workers.embedding import ingestion_embedder_en
 from workers.library_lock import library_lock
 
@@ -20,11 +20,19 @@ log = logging.getLogger(__name__)
 
 def sync_library_index(
     settings: Settings, library_id: int, embedder: Embedder, *, rebuild: bool = False
-) -> SyncResult:
+) -> SyncResult | None:
     """Under the library's writer lock: publish a snapshot holding exactly the chunks of the
     documents that are indexing or ready, then mark the indexing ones ready. Coalesces: one
-    call picks up every document waiting, whoever embedded it."""
+    call picks up every document waiting, whoever embedded it.
+
+    None when the library no longer exists (it was deleted while this waited for the lock or
+    for its turn in the queue): nothing is published, and whatever index files are left of it
+    are removed."""
     with library_lock(settings.indexes_dir, library_id), db.session_scope(settings) as session:
+        if libraries.get(session, library_id) is None:
+            if drop_library(settings.indexes_dir, library_id):
+                log.info("library %s is gone: removed its leftover index files", library_id)
+            return None
         # Read the waiting documents first: each of them is then certainly in `wanted`.
         awaiting = chunks.documents_awaiting_index(session, library_id)
         wanted = chunks.indexable(session, library_id)

@@ -1,24 +1,18 @@
 """One index writer per library at a time: an exclusive POSIX lock on a file in the library's
 index directory (works across worker processes on one machine and on shared volumes with
-working POSIX locks, e.g. NFSv4)."""
+working POSIX locks, e.g. NFSv4). The lock lives with the index store (`retrieval.index_store.
+writer_lock`), so the api takes the same one when it drops a deleted library's index."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from retrieval.index_store import writer_lock
+
 
 @contextmanager
 def library_lock(indexes_dir: Path, library_id: int) -> Iterator[None]:
-    lock_dir = indexes_dir / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{library_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with writer_lock(indexes_dir, library_id):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

@@ -81,6 +81,11 @@ def ingest_document(
             return JobResult(Outcome.busy if held else Outcome.skipped, document_id)
         doc = doc_repo.get(session, document_id)
         assert doc is not None
+        # Every change to the row goes through a claim-guarded UPDATE (`_advance`): the object
+        # is only a local copy, so the ORM never flushes an unguarded UPDATE of it (which would
+        # write to a document that was deleted or taken over meanwhile, or fail when its row,
+        # with its library, is gone).
+        session.expunge(doc)
         try:
             with _heartbeat(settings, document_id, token):
                 n = _process(settings, session, doc, token, embedder)

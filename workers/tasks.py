@@ -50,8 +50,10 @@ def ingest_document_task(self: Task, document_id: int, version: int) -> dict[str
     retry_jitter=True,
     max_retries=settings.task_max_retries,
 )
-def sync_index_task(library_id: int) -> int:
-    return sync_library_index(settings, library_id, ingestion_embedder(settings)).manifest.version
+def sync_index_task(library_id: int) -> int | None:
+    """The published index version; None when the library was deleted meanwhile."""
+    result = sync_library_index(settings, library_id, ingestion_embedder(settings))
+    return result.manifest.version if result is not None else None
 
 
 @worker_process_init.connect

@@ -4,6 +4,7 @@ or returned whole."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.answers import engine_for, prepare_turn, run_turn
 from api.deps import ChatPrincipal, SessionDep, SettingsDep, client_ip
 from api.errors import error_body
+from api.html_render import markdown_html
 from api.schemas import ChatIn, ChatOut
 from core import access
 from core.errors import ZhikuError
@@ -20,6 +22,7 @@ from core.repo import conversations
 from serving.answering import CitationEvent, Failure, Token
 
 router = APIRouter(prefix="/chat", tags=["chat"])
+HTML_EVERY_SECONDS = 0.25  # how often a stream sends the answer so far as safe HTML
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -32,8 +35,9 @@ def sse(event: str, data: dict[str, Any]) -> str:
     responses={
         200: {
             "description": "The answer; with `stream: true`, `text/event-stream` events "
-            "`token` {text}, `citation` {marker, document_id, …}, `done` (the ChatOut) and "
-            "`error` {code, message}",
+            "`token` {text}, `html` {html} (the answer so far as safe HTML, covering every "
+            "token before it; at most every 250 ms: show later tokens as text until the next), "
+            "`citation` {marker, document_id, …}, `done` (the ChatOut) and `error` {code, message}",
         },
         503: {"description": "The language model is unavailable; try again"},
     },
@@ -80,9 +84,15 @@ async def chat(
     if body.stream:
 
         async def events() -> AsyncIterator[str]:
+            text, rendered_at = "", 0.0
             async for event, out in run_turn(engine, turn, question):
                 if isinstance(event, Token):
                     yield sse("token", {"text": event.text})
+                    text += event.text
+                    now = time.monotonic()
+                    if now - rendered_at >= HTML_EVERY_SECONDS:
+                        rendered_at = now
+                        yield sse("html", {"html": markdown_html(text)})
                 elif isinstance(event, CitationEvent):
                     p = event.passage
                     yield sse(

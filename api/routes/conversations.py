@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, StringConstraints
 from sqlmodel import Session
 
 from api.deps import ChatPrincipal, SessionDep
 from api.html_render import citation_snippet_html, markdown_html
-from api.schemas import ConversationDetailOut, ConversationOut, MessageOut
+from api.schemas import ConversationDetailOut, ConversationOut, MessageFeedbackOut, MessageOut
 from core import access
 from core.access import Principal
-from core.models import Conversation, Message
-from core.repo import conversations
+from core.models import Conversation, Feedback, Message
+from core.repo import conversations, feedback
 
 router = APIRouter(prefix="/conversations", tags=["chat"])
 
@@ -55,7 +56,7 @@ def _visibility(session: Session, p: Principal, stored: list[Message]) -> Visibl
     return visible
 
 
-def _message_out(m: Message, visible: Visible) -> MessageOut:
+def _message_out(m: Message, visible: Visible, mine: Feedback | None = None) -> MessageOut:
     """A stored message; its HTML rendered now (never stored HTML), so every answer gets the
     current renderer's escaping. Passages the caller may no longer read are withheld."""
     assistant = m.role == "assistant"
@@ -79,6 +80,7 @@ def _message_out(m: Message, visible: Visible) -> MessageOut:
         not_found=m.not_found,
         blocked=m.blocked,
         created_at=m.created_at,
+        feedback=MessageFeedbackOut.model_validate(mine, from_attributes=True) if mine else None,
     )
 
 
@@ -102,8 +104,28 @@ def get_conversation(
     conv = conversations.get_owned(session, conversation_id, user.id, _via(p))
     stored = conversations.messages(session, conversation_id)
     visible = _visibility(session, p, stored)
-    messages = [_message_out(m, visible) for m in stored]
+    mine = feedback.for_messages(session, user.id, [m.id for m in stored if m.id is not None])
+    messages = [_message_out(m, visible, mine.get(m.id or 0)) for m in stored]
     return ConversationDetailOut(**_out(conv).model_dump(), messages=messages)
+
+
+class ConversationTitleIn(BaseModel):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+@router.patch("/{conversation_id}", response_model=ConversationOut)
+def rename_conversation(
+    conversation_id: int, body: ConversationTitleIn, session: SessionDep, p: ChatPrincipal
+) -> ConversationOut:
+    """Rename one of your conversations (someone else's answers 404). Its place in your list
+    (by last activity) does not change."""
+    user = p.user
+    assert user.id is not None
+    conv = conversations.get_owned(session, conversation_id, user.id, _via(p))
+    conv.title = body.title
+    session.add(conv)
+    session.commit()
+    return _out(conv)
 
 
 @router.delete("/{conversation_id}", status_code=204)

@@ -1,22 +1,32 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
+from pathlib import PurePosixPath
+from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy.exc import IntegrityError
 
 from api import admission
 from api.deps import IngestPrincipal, SearchPrincipal, SessionDep, SettingsDep, client_ip
 from api.multipart import UploadReader
 from api.schemas import ChunkOut, DocumentList, DocumentOut, UploadReport
 from core import access
-from core.errors import ZhikuError
+from core.errors import Forbidden, NotFound, ZhikuError
 from core.models import DocStatus, Document, Permission
-from core.repo import audit, documents
+from core.repo import audit, documents, libraries
 from core.repo import chunks as chunk_repo
+from core.storage import OriginalStore, PageCache
 from core.tasks import enqueue_ingest, enqueue_sync_index
+from ingest.pages import render_pdf_page
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"])
+#: Page images are the document's own content: private caches only, for an hour.
+PAGE_CACHE_CONTROL = "private, max-age=3600"
+MAX_PAGE = 100_000
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -80,19 +90,26 @@ async def upload(
                 code="no_files",
                 status=422,
             )
-        report, queued = admission.admit(session, settings, library_id, files, p.user.id)
-        audit.record(
-            session,
-            "document.upload",
-            **p.audit_fields(),
-            target_type="library",
-            target_id=library_id,
-            client_ip=client_ip(request),
-            queued=report.queued,
-            duplicates=report.duplicates,
-            rejected=report.rejected,
-        )
-        session.commit()  # rows and originals are durable before we answer 202
+        try:
+            report, queued = admission.admit(session, settings, library_id, files, p.user.id)
+            audit.record(
+                session,
+                "document.upload",
+                **p.audit_fields(),
+                target_type="library",
+                target_id=library_id,
+                client_ip=client_ip(request),
+                queued=report.queued,
+                duplicates=report.duplicates,
+                rejected=report.rejected,
+            )
+            session.commit()  # rows and originals are durable before we answer 202
+        except IntegrityError:
+            # The library was deleted while the files came in: its rows are gone.
+            session.rollback()
+            if libraries.get(session, library_id) is None:
+                raise NotFound(f"library {library_id} not found") from None
+            raise
     finally:
         reader.cleanup()
     if len(files) == 1 and report.rejected == 1 and len(report.items) == 1:
@@ -108,6 +125,18 @@ def list_documents(
     session: SessionDep,
     p: SearchPrincipal,
     status: DocStatus | None = None,
+    q: str | None = Query(
+        None,
+        max_length=200,
+        description="Only documents whose file name, title or folder contains this text "
+        "(ignoring case; taken literally, % and _ included)",
+    ),
+    ids: list[int] | None = Query(
+        None,
+        max_length=1000,
+        description="Only these documents (repeat the parameter); deleted ones are included, "
+        "so that a client following an upload sees them go",
+    ),
     offset: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=1000),
 ) -> DocumentList:
@@ -116,9 +145,11 @@ def list_documents(
         session,
         library_id,
         status=status.value if status else None,
+        ids=ids,
         offset=offset,
         limit=limit,
         only=access.document_filters(session, p, [library_id]).get(library_id),
+        q=q.strip() if q else None,
     )
     return DocumentList(items=[_out(d) for d in rows], total=total, offset=offset, limit=limit)
 
@@ -129,13 +160,155 @@ def get_document(document_id: int, session: SessionDep, p: SearchPrincipal) -> D
 
 
 @router.get("/documents/{document_id}/chunks", response_model=list[ChunkOut])
-def document_chunks(document_id: int, session: SessionDep, p: SearchPrincipal) -> list[ChunkOut]:
+def document_chunks(
+    document_id: int,
+    session: SessionDep,
+    p: SearchPrincipal,
+    page: int | None = Query(
+        None, ge=1, le=MAX_PAGE, description="Only the chunks whose page span covers this page"
+    ),
+) -> list[ChunkOut]:
     doc = access.require_document(session, p, document_id)
     assert doc.id is not None
     return [
         ChunkOut.model_validate(c, from_attributes=True)
-        for c in chunk_repo.for_document(session, doc.id)
+        for c in chunk_repo.for_document(session, doc.id, page)
     ]
+
+
+def content_disposition(filename: str, fallback_stem: str = "document") -> str:
+    """`attachment` with an ASCII `filename` for old clients and the exact name, UTF-8 and
+    percent-encoded, in `filename*` (RFC 6266 / RFC 5987)."""
+    name = filename.replace("\r", " ").replace("\n", " ") or fallback_stem
+    folded = unicodedata.normalize("NFKD", name)
+    ascii_name = "".join(
+        c if 32 <= ord(c) < 127 and c not in '"\\' else "_"
+        for c in folded
+        if not unicodedata.combining(c)
+    )
+    suffix = PurePosixPath(ascii_name).suffix
+    stem = ascii_name[: len(ascii_name) - len(suffix)] if suffix else ascii_name
+    if not any(c.isalnum() for c in stem):  # nothing readable left (a Chinese name)
+        ascii_name = fallback_stem + (suffix if suffix.isascii() else "")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+FILE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The original file as uploaded, as an attachment",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.get(
+    "/documents/{document_id}/file",
+    response_class=FileResponse,
+    responses=FILE_RESPONSES,
+)
+def download(
+    document_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    p: SearchPrincipal,
+) -> FileResponse:
+    """Download the original. Anyone who may read the document, when its library allows
+    downloads; its managers always. Otherwise 403 `downloads_disabled`."""
+    doc = access.require_document(session, p, document_id)
+    assert doc.id is not None
+    lib, perm = access.require_library(session, p, doc.library_id)
+    if perm != Permission.manage and not lib.allow_download:
+        raise Forbidden(
+            "downloads are turned off for this library; its managers can turn them on",
+            code="downloads_disabled",
+        )
+    path = OriginalStore(settings.originals_dir).path_for(doc.sha256)
+    if not path.is_file():
+        raise NotFound(
+            f"the original file of document {document_id} is missing from storage; upload it again",
+            code="original_missing",
+        )
+    audit.record(
+        session,
+        "document.download",
+        **p.audit_fields(),
+        target_type="document",
+        target_id=document_id,
+        client_ip=client_ip(request),
+        library_id=doc.library_id,
+        filename=doc.filename,
+    )
+    session.commit()
+    return FileResponse(
+        path,
+        media_type=doc.media_type or "application/octet-stream",
+        headers={
+            "Content-Disposition": content_disposition(doc.filename, f"document-{doc.id}"),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+PAGE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The page as a PNG image",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.get(
+    "/documents/{document_id}/pages/{page}",
+    response_class=Response,
+    responses=PAGE_RESPONSES,
+)
+def page_image(
+    document_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    p: SearchPrincipal,
+    page: int = Path(ge=1, le=MAX_PAGE, description="1-based page number"),
+) -> Response:
+    """A page of a PDF document as a PNG image (what its chunks' `page_start`/`page_end`
+    point to). Reading the document is enough: it is the same content as its chunks."""
+    doc = access.require_document(session, p, document_id)
+    assert doc.id is not None
+    if doc.kind != "pdf":
+        raise NotFound(
+            f"document {document_id} is not a PDF: only PDF pages can be shown as images",
+            code="not_a_pdf",
+        )
+    if doc.status != DocStatus.ready:
+        raise NotFound(
+            f"document {document_id} is not ready yet (status: {doc.status})",
+            code="not_ready",
+        )
+    if not doc.page_count or page > doc.page_count:
+        count = doc.page_count or 0
+        raise NotFound(
+            f"page {page} is out of range: document {document_id} has {count} "
+            f"page{'s' if count != 1 else ''}",
+            code="page_out_of_range",
+        )
+    cache = PageCache(settings.page_cache_dir)
+    png = cache.get(doc.id, doc.version, page)
+    if png is None:
+        original = OriginalStore(settings.originals_dir).path_for(doc.sha256)
+        if not original.is_file():
+            raise NotFound(
+                f"the original file of document {document_id} is missing from storage",
+                code="original_missing",
+            )
+        session.close()  # no database connection held while the renderer works
+        png = render_pdf_page(original, page, tmp_dir=settings.tmp_dir)
+        cache.put(doc.id, doc.version, page, png)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"Cache-Control": PAGE_CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.delete("/documents/{document_id}", status_code=204)
@@ -147,6 +320,7 @@ def delete_document(
     p: IngestPrincipal,
 ) -> None:
     doc = access.require_document(session, p, document_id, Permission.write)
+    assert doc.id is not None
     documents.mark_deleted(session, doc)
     audit.record(
         session,
@@ -158,6 +332,7 @@ def delete_document(
         filename=doc.filename,
     )
     session.commit()
+    PageCache(settings.page_cache_dir).purge(doc.id)
     try:
         enqueue_sync_index(doc.library_id, settings)
     except Exception:
@@ -184,5 +359,6 @@ def reingest(
     )
     session.commit()
     assert doc.id is not None
+    PageCache(settings.page_cache_dir).purge(doc.id)  # the old version's pages
     _enqueue([(doc.id, doc.version)], settings)
     return _out(doc)

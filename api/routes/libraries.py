@@ -3,21 +3,36 @@ or a document."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api.access_schemas import GrantIn, GrantOut, ScopeGrantIn, ScopeGrantOut
-from api.deps import AdminDep, SearchPrincipal, SessionDep, UserPrincipal, client_ip
-from api.schemas import LibraryIn, LibraryOut
+from api.deps import (
+    AdminDep,
+    SearchPrincipal,
+    SessionDep,
+    SettingsDep,
+    UserPrincipal,
+    client_ip,
+)
+from api.schemas import LibraryIn, LibraryOut, LibraryPatch
 from core import access
 from core.access import Principal
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.models import Library, Permission
 from core.repo import audit, documents, libraries, scope_grants
+from core.settings import Settings
+from core.storage import OriginalStore, PageCache
+from retrieval import index_store
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/libraries", tags=["libraries"])
+#: How long deleting a library waits for a worker that is writing its index.
+INDEX_LOCK_WAIT_S = 30.0
 
 
 def _out(session: Session, p: Principal, lib: Library, perm: Permission) -> LibraryOut:
@@ -27,6 +42,7 @@ def _out(session: Session, p: Principal, lib: Library, perm: Permission) -> Libr
         id=lib.id,
         name=lib.name,
         description=lib.description,
+        allow_download=lib.allow_download,
         created_at=lib.created_at,
         permission=perm.value,
         documents=documents.counts_by_status(session, lib.id, narrowed),
@@ -35,9 +51,14 @@ def _out(session: Session, p: Principal, lib: Library, perm: Permission) -> Libr
 
 @router.post("", response_model=LibraryOut, status_code=201)
 def create_library(
-    body: LibraryIn, request: Request, session: SessionDep, admin: AdminDep
+    body: LibraryIn, request: Request, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> LibraryOut:
     lib = libraries.create(session, body.name, body.description, admin.id)
+    assert lib.id is not None
+    # Index files under this id can only be left over from a deleted library (SQLite may
+    # reuse its id; a crash may have come between deleting its rows and its files).
+    with index_store.writer_lock(settings.indexes_dir, lib.id):
+        index_store.drop_library(settings.indexes_dir, lib.id)
     audit.record(
         session,
         "library.create",
@@ -66,6 +87,115 @@ def list_libraries(session: SessionDep, p: SearchPrincipal) -> list[LibraryOut]:
 def get_library(library_id: int, session: SessionDep, p: SearchPrincipal) -> LibraryOut:
     lib, perm = access.require_library(session, p, library_id)
     return _out(session, p, lib, perm)
+
+
+@router.patch("/{library_id}", response_model=LibraryOut)
+def update_library(
+    library_id: int, body: LibraryPatch, request: Request, session: SessionDep, p: UserPrincipal
+) -> LibraryOut:
+    """Rename the library, describe it, or turn downloads of originals on or off for its
+    readers (its managers may always download). Needs `manage`."""
+    lib, perm = access.require_library(session, p, library_id, Permission.manage)
+    changes = libraries.update(
+        session,
+        lib,
+        name=body.name,
+        description=body.description,
+        allow_download=body.allow_download,
+    )
+    if changes:
+        audit.record(
+            session,
+            "library.update",
+            **p.audit_fields(),
+            target_type="library",
+            target_id=library_id,
+            client_ip=client_ip(request),
+            changes=changes,
+        )
+    try:
+        session.commit()
+    except IntegrityError:  # another request took the name a moment ago
+        session.rollback()
+        raise Conflict(
+            f"a library named {body.name!r} already exists; choose another name"
+        ) from None
+    return _out(session, p, lib, perm)
+
+
+@router.delete("/{library_id}", status_code=204)
+def delete_library(
+    library_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminDep,
+) -> Response:
+    """Delete the library for good: its documents (their chunks, index entries and stored
+    originals), its grants and narrowed grants. Nothing of it can be found any more and its
+    name is free again. API keys limited to it lose it; a key that had no other library is
+    revoked. Conversations and feedback keep what they hold, but withhold its passages.
+    Administrators only."""
+    lib = libraries.get(session, library_id)
+    if lib is None:
+        raise NotFound(f"library {library_id} not found")
+    name = lib.name
+    try:
+        # No index writer may publish a snapshot of it between our commit and our cleanup.
+        with index_store.writer_lock(settings.indexes_dir, library_id, timeout=INDEX_LOCK_WAIT_S):
+            removed = libraries.delete_library(session, library_id)
+            audit.record(
+                session,
+                "library.delete",
+                actor_user_id=admin.id,
+                target_type="library",
+                target_id=library_id,
+                client_ip=client_ip(request),
+                name=name,
+                documents=len(removed.documents),
+                chunks=removed.chunks,
+                grants=removed.grants,
+                scoped_grants=removed.scoped_grants,
+                api_keys_narrowed=removed.keys_narrowed,
+                api_keys_revoked=removed.keys_revoked,
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                # A row was added to it (an upload, a grant) while it was being deleted.
+                session.rollback()
+                raise Conflict(
+                    "the library changed while it was being deleted; try again",
+                    code="library_changed",
+                ) from None
+            index_store.drop_library(settings.indexes_dir, library_id)
+    except TimeoutError:
+        raise Conflict(
+            "the library's index is being written right now; try again in a minute",
+            code="library_busy",
+        ) from None
+    retriever = getattr(request.app.state, "retriever", None)
+    if retriever is not None:
+        retriever.forget_library(library_id)
+    _remove_files(session, settings, removed)
+    return Response(status_code=204)
+
+
+def _remove_files(session: Session, settings: Settings, removed: libraries.Removed) -> None:
+    """After the commit: rendered pages of its documents, and the originals no other document
+    (of another library) refers to. A failure here leaves files nobody can reach, never rows
+    without their files."""
+    cache = PageCache(settings.page_cache_dir)
+    store = OriginalStore(settings.originals_dir)
+    try:
+        for doc_id, _ in removed.documents:
+            cache.purge(doc_id)
+        digests = [sha for _, sha in removed.documents]
+        in_use = documents.sha256_in_use(session, digests)
+        for sha in sorted(set(digests) - in_use):
+            store.delete(sha)
+    except OSError:
+        log.warning("could not remove every file of a deleted library", exc_info=True)
 
 
 def _grant_audit(

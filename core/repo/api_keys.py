@@ -85,3 +85,24 @@ def revoke(session: Session, key: ApiKey) -> bool:
     session.add(key)
     session.flush()
     return True
+
+
+def drop_library(session: Session, library_id: int) -> tuple[list[int], list[int]]:
+    """A library is being deleted: keys limited to it lose it. A key left with no library is
+    revoked — its empty list would otherwise mean every library its owner may read. Returns
+    the ids of the keys narrowed and of those revoked."""
+    narrowed: list[int] = []
+    revoked: list[int] = []
+    for key in session.exec(select(ApiKey)):
+        if library_id not in key.library_ids or key.id is None:
+            continue
+        rest = [i for i in key.library_ids if i != library_id]
+        if rest:
+            key.library_ids = rest
+            narrowed.append(key.id)
+        elif key.revoked_at is None:
+            key.revoked_at = utcnow()  # its list stays: the record of what it was for
+            revoked.append(key.id)
+        session.add(key)
+    session.flush()
+    return narrowed, revoked

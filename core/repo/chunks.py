@@ -184,9 +184,9 @@ def by_ids(session: Session, chunk_ids: Sequence[int]) -> dict[int, ChunkWithSou
     }
 
 
-def for_document(session: Session, document_id: int) -> list[Chunk]:
-    return list(
-        session.exec(
-            select(Chunk).where(Chunk.document_id == document_id).order_by(col(Chunk.ordinal))
-        )
-    )
+def for_document(session: Session, document_id: int, page: int | None = None) -> list[Chunk]:
+    """The document's chunks in order; with `page`, only those whose page span covers it."""
+    stmt = select(Chunk).where(Chunk.document_id == document_id)
+    if page is not None:
+        stmt = stmt.where(col(Chunk.page_start) <= page, col(Chunk.page_end) >= page)
+    return list(session.exec(stmt.order_by(col(Chunk.ordinal))))

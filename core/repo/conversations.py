@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from core.errors import NotFound
 from core.models import Conversation, Message, utcnow
+from core.repo import feedback
 
 
 def create(
@@ -80,5 +81,6 @@ def delete_owned(
     session: Session, conversation_id: int, user_id: int, via_key: int | None = None
 ) -> None:
     conv = get_owned(session, conversation_id, user_id, via_key)
+    feedback.detach_conversation(session, conversation_id)  # kept for review, without its message
     session.execute(delete(Message).where(col(Message.conversation_id) == conversation_id))
     session.delete(conv)

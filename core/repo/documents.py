@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, func, select
 
 from core.models import ACTIVE_STATUSES, Chunk, DocStatus, Document, utcnow
@@ -76,6 +76,29 @@ def get(session: Session, document_id: int) -> Document | None:
     return session.get(Document, document_id)
 
 
+LIKE_ESCAPE = "\\"
+
+
+def like_escape(text: str) -> str:
+    """`text` for a LIKE pattern that matches it literally (with `escape=LIKE_ESCAPE`)."""
+    return (
+        text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
+        .replace("%", LIKE_ESCAPE + "%")
+        .replace("_", LIKE_ESCAPE + "_")
+    )
+
+
+def sha256_in_use(session: Session, digests: Sequence[str]) -> set[str]:
+    """Which of the content digests some document (of any library, in any state) still
+    refers to: those originals must stay."""
+    wanted = sorted(set(digests))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 900):
+        batch = wanted[start : start + 900]
+        found |= set(session.exec(select(Document.sha256).where(col(Document.sha256).in_(batch))))
+    return found
+
+
 def list_for_library(
     session: Session,
     library_id: int,
@@ -85,9 +108,26 @@ def list_for_library(
     offset: int = 0,
     limit: int = 100,
     only: DocFilter | None = None,
+    q: str | None = None,
+    ids: Sequence[int] | None = None,
 ) -> tuple[list[Document], int]:
-    """A page of the library's documents (those `only` permits) and their total."""
+    """A page of the library's documents (those `only` permits) and their total. `q`: only
+    those whose file name, title or folder contains it, ignoring case (taken literally: `%`
+    and `_` are no wildcards). `ids`: only these, deleted ones included."""
     cond = [Document.library_id == library_id, *_filter_cond(only)]
+    if ids is not None:
+        cond.append(col(Document.id).in_(list(ids)))
+        include_deleted = True
+    if q:
+        pattern = f"%{like_escape(q)}%"
+        cond.append(
+            or_(
+                *(
+                    col(field).ilike(pattern, escape=LIKE_ESCAPE)
+                    for field in (Document.filename, Document.title, Document.folder)
+                )
+            )
+        )
     if status is not None:
         cond.append(Document.status == status)
     elif not include_deleted:

@@ -1,21 +1,133 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, or_
+from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound, ZhikuError
-from core.models import PERMISSION_RANK, Group, GroupMember, Library, LibraryGrant, Permission, User
+from core.models import (
+    PERMISSION_RANK,
+    Chunk,
+    DocStatus,
+    Document,
+    Group,
+    GroupMember,
+    Library,
+    LibraryGrant,
+    Permission,
+    ScopeGrant,
+    User,
+    utcnow,
+)
+from core.repo import api_keys
 
 
-def create(session: Session, name: str, description: str, created_by: int | None) -> Library:
+def _check_name(session: Session, name: str, library_id: int | None = None) -> str:
     name = name.strip()
     if not name or len(name) > 200:
         raise ZhikuError("library name must be 1-200 characters", code="bad_name", status=422)
-    if get_by_name(session, name) is not None:
-        raise Conflict(f"a library named {name!r} already exists")
+    other = get_by_name(session, name)
+    if other is not None and other.id != library_id:
+        raise Conflict(f"a library named {name!r} already exists; choose another name")
+    return name
+
+
+def create(session: Session, name: str, description: str, created_by: int | None) -> Library:
+    name = _check_name(session, name)
     lib = Library(name=name, description=description, created_by=created_by)
     session.add(lib)
     session.flush()
     return lib
+
+
+def update(
+    session: Session,
+    lib: Library,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    allow_download: bool | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Change what is given; returns what changed ({field: {"from", "to"}})."""
+    changes: dict[str, dict[str, Any]] = {}
+    if name is not None:
+        name = _check_name(session, name, lib.id)
+        if name != lib.name:
+            changes["name"] = {"from": lib.name, "to": name}
+            lib.name = name
+    if description is not None and description != lib.description:
+        changes["description"] = {"from": lib.description, "to": description}
+        lib.description = description
+    if allow_download is not None and allow_download != lib.allow_download:
+        changes["allow_download"] = {"from": lib.allow_download, "to": allow_download}
+        lib.allow_download = allow_download
+    if changes:
+        session.add(lib)
+        session.flush()
+    return changes
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What deleting a library took with it; the caller removes the files."""
+
+    documents: list[tuple[int, str]]  # (id, sha256)
+    chunks: int
+    grants: int
+    scoped_grants: int
+    keys_narrowed: list[int]  # API keys that lost this library from their list
+    keys_revoked: list[int]  # API keys that had no other library left
+
+
+def delete_library(session: Session, library_id: int) -> Removed:
+    """Delete the library and every row of it: documents, chunks, grants, narrowed grants; API
+    keys limited to it lose it (and are revoked when it was their only library — an empty list
+    would mean "every library"). Conversations, feedback and audit events keep their copies.
+
+    The documents are first retired in place (status `deleted`, a new version, no claim): that
+    waits for a worker committing its chunks right now, and fences every later step of any
+    worker holding one of them (its claim and version no longer match), so nothing comes back.
+    Nothing is committed here."""
+    session.execute(
+        sql_update(Document)
+        .where(col(Document.library_id) == library_id)
+        .values(
+            status=DocStatus.deleted,
+            version=Document.version + 1,
+            claim=None,
+            enqueued_at=None,
+            updated_at=utcnow(),
+        )
+    )
+    docs = [
+        (int(i), str(sha))
+        for i, sha in session.exec(
+            select(Document.id, Document.sha256).where(Document.library_id == library_id)
+        )
+        if i is not None
+    ]
+    doc_ids = [d for d, _ in docs]
+    chunks = session.execute(delete(Chunk).where(col(Chunk.library_id) == library_id))
+    scope_cond = col(ScopeGrant.library_id) == library_id
+    if doc_ids:
+        scope_cond = or_(scope_cond, col(ScopeGrant.document_id).in_(doc_ids))
+    scoped = session.execute(delete(ScopeGrant).where(scope_cond))
+    session.execute(delete(Document).where(col(Document.library_id) == library_id))
+    grants = session.execute(delete(LibraryGrant).where(col(LibraryGrant.library_id) == library_id))
+    narrowed, revoked = api_keys.drop_library(session, library_id)
+    session.execute(delete(Library).where(col(Library.id) == library_id))
+    session.flush()
+    return Removed(
+        documents=docs,
+        chunks=int(chunks.rowcount),  # type: ignore[attr-defined]
+        grants=int(grants.rowcount),  # type: ignore[attr-defined]
+        scoped_grants=int(scoped.rowcount),  # type: ignore[attr-defined]
+        keys_narrowed=narrowed,
+        keys_revoked=revoked,
+    )
 
 
 def get(session: Session, library_id: int) -> Library | None:

@@ -122,7 +122,7 @@ def doc_state(key: str) -> Callable[[World], Any]:
 def conversation_state(owner: str) -> Callable[[World], Any]:
     def state(w: World) -> Any:
         conv = w.ok("GET", f"{V1}/conversations/{w.conversations[owner]}", owner)
-        return conv["updated_at"], len(conv["messages"])
+        return conv["updated_at"], len(conv["messages"]), conv["title"]
 
     return state
 
@@ -152,7 +152,9 @@ def library_state(lib: str) -> Callable[[World], Any]:
     def state(w: World) -> Any:
         docs = w.ok("GET", f"{V1}/libraries/{w.libs[lib]}/documents")
         grants = [g["id"] for g in grants_state(lib)(w)]
-        return docs["total"], grants, [g["id"] for g in scoped_state(lib)(w)]
+        out = w.ok("GET", f"{V1}/libraries/{w.libs[lib]}")
+        settings = out["name"], out["description"], out["allow_download"]
+        return docs["total"], grants, [g["id"] for g in scoped_state(lib)(w)], settings
 
     return state
 
@@ -180,6 +182,7 @@ class Case:
             B=w.libs["B"],
             dept_A=w.groups["A"],
             staff_b=w.user_ids["staff_b"],
+            page=1,
         )
 
 
@@ -277,6 +280,11 @@ for who, lib in (
             f"{V1}/libraries/{{id}}/scoped-grants",
             lambda w, _: {"folder": "x", "user_id": w.nobody},
         ),
+        (
+            "PATCH",
+            f"{V1}/libraries/{{id}}",
+            lambda w, _: {"name": "taken over", "allow_download": False},
+        ),
     ):
         CASES.append(
             Case(
@@ -318,6 +326,8 @@ for who, key in (
     for method, template, expect in (
         ("GET", f"{V1}/documents/{{id}}", 404),
         ("GET", f"{V1}/documents/{{id}}/chunks", 404),
+        ("GET", f"{V1}/documents/{{id}}/file", 404),
+        ("GET", f"{V1}/documents/{{id}}/pages/{{page}}", 404),
         ("DELETE", f"{V1}/documents/{{id}}", (403, "missing_scope") if is_key else 404),
         ("POST", f"{V1}/documents/{{id}}/reingest", (403, "missing_scope") if is_key else 404),
     ):
@@ -342,6 +352,7 @@ CONVERSATION_PAIRS = (
 for who, owner in CONVERSATION_PAIRS:
     for method, template, body in (
         ("GET", f"{V1}/conversations/{{id}}", None),
+        ("PATCH", f"{V1}/conversations/{{id}}", lambda w, _: {"title": "taken over"}),
         ("DELETE", f"{V1}/conversations/{{id}}", None),
         (
             "POST",
@@ -371,6 +382,108 @@ for who, owner in CONVERSATION_PAIRS:
                 body,
             )
         )
+
+
+# Feedback on someone else's answer: through their conversation, or an answer of theirs named
+# under one's own conversation. The owner has rated it; their verdict stays as it was.
+def _answer(w: World, owner: str) -> tuple[int, int]:
+    conv = w.conversations[owner]
+    messages = w.ok("GET", f"{V1}/conversations/{conv}", owner)["messages"]
+    return conv, int(next(m["id"] for m in reversed(messages) if m["role"] == "assistant"))
+
+
+def _rated(w: World, owner: str) -> tuple[int, int]:
+    conv, msg = _answer(w, owner)
+    path = f"{V1}/conversations/{conv}/messages/{msg}/feedback"
+    w.ok("PUT", path, owner, json={"rating": -1, "comment": f"{owner} says no"})
+    return conv, msg
+
+
+def rated_conversation_of(owner: str) -> Callable[[World], int]:
+    return lambda w: _rated(w, owner)[0]
+
+
+def rated_answer_of(owner: str) -> Callable[[World], int]:
+    return lambda w: _rated(w, owner)[1]
+
+
+def feedback_state(owner: str) -> Callable[[World], Any]:
+    def state(w: World) -> Any:
+        conv = w.ok("GET", f"{V1}/conversations/{w.conversations[owner]}", owner)
+        return conv["updated_at"], [(m["id"], m["feedback"]) for m in conv["messages"]]
+
+    return state
+
+
+@dataclass(frozen=True)
+class MessageCase(Case):
+    """A case whose path also names the owner's answer (`{msg}`) or the caller's own
+    conversation (`{own}`)."""
+
+    owner: str = ""
+
+    def url(self, w: World, ident: int) -> str:
+        own = w.conversations[self.who]
+        msg = _answer(w, self.owner)[1] if "{msg}" in self.template else 0
+        return self.template.format(id=ident, own=own, msg=msg)
+
+
+def take_over(w: World, ident: int) -> Any:
+    return {"rating": 1, "comment": "taken over"}
+
+
+FEEDBACK = f"{V1}/conversations/{{conv}}/messages/{{message}}/feedback"
+for who, owner in CONVERSATION_PAIRS:
+    for method in ("PUT", "DELETE"):
+        body = take_over if method == "PUT" else None
+        CASES.append(
+            MessageCase(
+                f"feedback in the conversation of {owner}",
+                who,
+                method,
+                FEEDBACK.format(conv="{id}", message="{msg}"),
+                rated_conversation_of(owner),
+                404,
+                feedback_state(owner),
+                body,
+                owner=owner,
+            )
+        )
+        CASES.append(
+            MessageCase(
+                f"feedback on an answer of {owner}",
+                who,
+                method,
+                FEEDBACK.format(conv="{own}", message="{id}"),
+                rated_answer_of(owner),
+                404,
+                feedback_state(owner),
+                body,
+                owner=owner,
+            )
+        )
+
+# Deleting a library: administrators only (403, the same for any id); never through a key.
+for who, lib, expect in (
+    ("librarian", "A", 403),  # manages it: still not theirs to delete
+    ("librarian", "B", 403),
+    ("lib_b", "B", 403),
+    ("staff_a", "A", 403),
+    ("staff_b", "A", 403),
+    ("key_a", "A", U),
+    ("act_as_a", "A", U),
+):
+    CASES.append(
+        Case(
+            f"library {lib}",
+            who,
+            "DELETE",
+            f"{V1}/libraries/{{id}}",
+            lib_of(lib),
+            expect,
+            library_state(lib),
+        )
+    )
 
 # API keys of someone else: librarians see only their own.
 for who, name in (("librarian", "key_a"), ("librarian", "lib_b"), ("lib_b", "lib")):
@@ -570,7 +683,11 @@ def test_conversations_belong_to_the_user_and_keys_see_only_their_own(world: Wor
 
 def test_every_route_that_takes_an_id_has_cases(world: World) -> None:
     """A new route with an id in its path needs IDOR cases here."""
-    routes = {(m, path) for m, path in app_routes(world.client.app) if "{" in path}  # type: ignore[arg-type]
+    routes = {
+        (m, path)
+        for m, path in app_routes(world.client.app)  # type: ignore[arg-type]
+        if "{" in path and not path.startswith("/static/")  # the UI's files: no ids
+    }
     covered: set[tuple[str, str]] = set()
     for case in CASES:
         generic = re.sub(r"\{(A|B)\}", "{library_id}", case.template)

@@ -197,3 +197,84 @@ def test_english_index_is_kept_in_step(tmp_path: Path) -> None:
     assert r3.changed and r3.manifest.embedder_en == "" and r3.manifest.count_en == 0
     snap = LibraryReader(tmp_path, 7).current()
     assert snap is not None and snap.vectors_en is None
+
+
+# --- a library dropped, and maybe another one created under its id ----------------------------
+
+
+def test_the_uid_of_an_index_stays_with_its_versions(tmp_path: Path) -> None:
+    first = _sync(tmp_path, [1, 2]).manifest
+    assert first.uid
+    later = _sync(tmp_path, [1, 2, 3]).manifest
+    rebuilt = _sync(tmp_path, [1, 2, 3], rebuild=True).manifest
+    assert first.uid == later.uid == rebuilt.uid and rebuilt.version == 3
+
+
+def test_drop_library_removes_every_file(tmp_path: Path) -> None:
+    _sync(tmp_path, [1, 2])
+    _sync(tmp_path, [1, 2, 3])
+    assert index_store.drop_library(tmp_path, 7)
+    assert not index_store.library_dir(tmp_path, 7).exists()
+    assert read_manifest(tmp_path, 7) is None
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".locks")] == []
+    assert not index_store.drop_library(tmp_path, 7)  # nothing left: nothing to do
+
+
+def test_a_reader_lets_a_dropped_library_go(tmp_path: Path) -> None:
+    _sync(tmp_path, [1, 2])
+    reader = LibraryReader(tmp_path, 7)
+    assert reader.current() is not None
+    index_store.drop_library(tmp_path, 7)
+    assert reader.current() is None
+    assert reader._snapshot is None  # not kept in memory either
+
+
+@pytest.mark.parametrize("versions", [1, 2, 3])
+def test_a_new_index_under_a_reused_id_is_never_answered_by_the_old_one(
+    tmp_path: Path, versions: int
+) -> None:
+    """The old library's snapshot is cached at version 2; a new library under the same id
+    reaches version 1, 2 (the same number) or 3. Every time the reader serves the new one,
+    at once — not the old one while the new one loads, and not never (a lower version)."""
+    _sync(tmp_path, [1, 2])
+    _sync(tmp_path, [1, 2, 3])
+    reader = LibraryReader(tmp_path, 7)
+    old = reader.current()
+    assert old is not None and old.manifest.version == 2
+    index_store.drop_library(tmp_path, 7)  # no query in between: the reader never saw it
+    for n in range(versions):
+        _sync(tmp_path, [10 + n])
+    snap = reader.current()
+    assert snap is not None and snap is not old
+    assert snap.manifest.uid != old.manifest.uid and snap.manifest.version == versions
+    assert snap.chunk_ids.tolist() == [9 + versions]
+    assert reader.wait_loaded() is snap
+
+
+def test_a_reload_finishing_after_a_drop_brings_nothing_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sync(tmp_path, [1, 2])
+    reader = LibraryReader(tmp_path, 7)
+    assert reader.current() is not None
+    _sync(tmp_path, [1, 2, 3])
+    manifest = read_manifest(tmp_path, 7)
+    assert manifest is not None
+    fresh = index_store.load_snapshot(tmp_path, 7, manifest)
+    index_store.drop_library(tmp_path, 7)
+    assert reader.current() is None
+    monkeypatch.setattr(index_store, "load_snapshot", lambda *a: fresh)
+    reader._load(manifest)  # the background load started before the drop ends now
+    assert reader._snapshot is None
+
+
+def test_writer_lock_waits_or_times_out(tmp_path: Path) -> None:
+    with index_store.writer_lock(tmp_path, 7):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError), index_store.writer_lock(tmp_path, 7, timeout=0.3):
+            pass
+        assert 0.25 < time.monotonic() - started < 3
+        with index_store.writer_lock(tmp_path, 8, timeout=0.1):  # other libraries are free
+            pass
+    with index_store.writer_lock(tmp_path, 7, timeout=0.1):  # released
+        pass
