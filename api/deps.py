@@ -175,24 +175,36 @@ def _scoped(scope: str | None) -> Callable[..., Principal]:
             access.require_user_session(p)
         else:
             access.require_scope(p, scope)
-        if scope == "chat":
-            enforce(
-                limiter(request),
-                f"chat:{_rate_key(p)}",
-                settings.rate_limit_chat_per_minute,
-                60,
-                "questions",
-            )
         return p
 
     return dependency
+
+
+_chat_scope = _scoped("chat")
+
+
+def _asking(
+    request: Request, settings: SettingsDep, p: Principal = Depends(_chat_scope)
+) -> Principal:
+    """A question to the model: counted against the per-minute question limit (reading or
+    renaming conversations is not)."""
+    enforce(
+        limiter(request),
+        f"chat:{_rate_key(p)}",
+        settings.rate_limit_chat_per_minute,
+        60,
+        "questions",
+    )
+    return p
 
 
 # A signed-in user (no API keys).
 UserPrincipal = Annotated[Principal, Depends(_scoped(None))]
 # A user, or an API key with the scope.
 SearchPrincipal = Annotated[Principal, Depends(_scoped("search"))]
-ChatPrincipal = Annotated[Principal, Depends(_scoped("chat"))]
+ChatPrincipal = Annotated[Principal, Depends(_chat_scope)]
+# ... who asks a question now (POST /api/v1/chat, /v1/chat/completions).
+AskPrincipal = Annotated[Principal, Depends(_asking)]
 IngestPrincipal = Annotated[Principal, Depends(_scoped("ingest"))]
 
 

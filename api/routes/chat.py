@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.answers import engine_for, prepare_turn, run_turn
-from api.deps import ChatPrincipal, SessionDep, SettingsDep, client_ip
+from api.deps import AskPrincipal, SessionDep, SettingsDep, client_ip
 from api.errors import error_body
 from api.html_render import markdown_html
 from api.schemas import ChatIn, ChatOut
@@ -43,7 +43,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
     },
 )
 async def chat(
-    body: ChatIn, request: Request, session: SessionDep, settings: SettingsDep, p: ChatPrincipal
+    body: ChatIn, request: Request, session: SessionDep, settings: SettingsDep, p: AskPrincipal
 ) -> Any:
     """Ask a question. Only libraries you may read are searched; follow-ups in a conversation
     are rewritten into standalone questions first. Blocked questions and "not found" are

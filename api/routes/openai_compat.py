@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.answers import Turnout, engine_for, run_turn
-from api.deps import ChatPrincipal, SessionDep, client_ip
+from api.deps import AskPrincipal, ChatPrincipal, SessionDep, client_ip
 from api.schemas import ChatOut
 from core import access
 from core.access import Principal
@@ -60,7 +60,13 @@ def key_principal(p: ChatPrincipal) -> Principal:
     return p
 
 
+def key_asker(p: AskPrincipal) -> Principal:
+    """`key_principal` for a question: it counts against the question limit."""
+    return key_principal(p)
+
+
 KeyDep = Annotated[Principal, Depends(key_principal)]
+AskKeyDep = Annotated[Principal, Depends(key_asker)]
 
 
 def _scoped_libraries(session: SessionDep, p: Principal) -> list[Library]:
@@ -121,7 +127,7 @@ def _data(obj: dict[str, Any]) -> str:
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: CompletionIn, request: Request, session: SessionDep, principal: KeyDep
+    body: CompletionIn, request: Request, session: SessionDep, principal: AskKeyDep
 ) -> Any:
     key = principal.api_key
     assert key is not None

@@ -117,3 +117,34 @@ def test_redis_is_tried_again_after_30_seconds(
     back = lim.hit("k", 10, 60)
     assert back.count == 1 and not lim.using_memory  # counted in Redis again
     assert int(redis.Redis.from_url(redis_url).get(prefix + "k") or 0) == 1
+
+
+def test_only_questions_count_against_the_question_limit(settings) -> None:  # type: ignore[no-untyped-def]
+    """Reading, renaming and rating conversations is browsing, not asking: the web UI does it
+    on every screen. Only POST /api/v1/chat (and /v1/chat/completions) spend the question
+    limit."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core import db
+    from core.models import Role
+    from core.repo import users
+    from tests.integration.api_helpers import V1, auth
+
+    s = settings.model_copy(update={"rate_limit_chat_per_minute": 2})
+    with db.session_scope(s) as session:
+        users.create_user(session, "asker", "correct horse battery", role=Role.staff)
+    with TestClient(create_app(s)) as client:
+        login = client.post(
+            f"{V1}/auth/login", json={"username": "asker", "password": "correct horse battery"}
+        )
+        headers = auth(login.json()["access_token"])
+        for _ in range(10):
+            assert client.get(f"{V1}/conversations", headers=headers).status_code == 200
+            assert client.get(f"{V1}/conversations/1", headers=headers).status_code == 404
+        for _ in range(2):  # an empty question is refused after it was counted
+            r = client.post(f"{V1}/chat", json={"question": " "}, headers=headers)
+            assert r.status_code == 422, r.text
+        r = client.post(f"{V1}/chat", json={"question": " "}, headers=headers)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+        assert client.get(f"{V1}/conversations", headers=headers).status_code == 200

@@ -588,7 +588,8 @@ export async function render(main, { conversationId }, ctx) {
       }
       scrollToEnd(true);
     } catch (err) {
-      replace(messages, errorBox(err));
+      selectDefault(null);
+      replace(messages, errorBox(err, t("retry"), () => ctx.refresh()));
     }
   } else {
     selectDefault(null);

@@ -89,8 +89,11 @@ export function formatTime(iso, locale) {
   return d.toLocaleString(locale, { dateStyle: "medium", timeStyle: "short" });
 }
 
-/** Focus the first focusable element inside `root` (after a screen change). */
+/** Focus the first focusable element inside `root` (after a screen change), unless the
+ * person already moved focus into it (typing while the screen loaded). */
 export function focusFirst(root) {
+  const active = document.activeElement;
+  if (active && active !== root && root.contains(active)) return;
   const el = ["[autofocus]", "h1", "h2", "input, textarea, button, a[href]"].map((s) => root.querySelector(s)).find(Boolean);
   if (el) {
     if (!el.hasAttribute("tabindex") && /^H[12]$/.test(el.tagName)) el.setAttribute("tabindex", "-1");

@@ -36,6 +36,11 @@ const ctx = {
     else history.pushState(null, "", hash);
     route();
   },
+  /** Render the current screen again (after an error, with "Retry"). */
+  refresh() {
+    currentHash = null;
+    route();
+  },
   /** Change the address without re-rendering (a new conversation got its id). */
   setHash(hash) {
     history.replaceState(null, "", hash);
@@ -90,7 +95,7 @@ function shell() {
     h(
       "header",
       { class: "topbar" },
-      h("a", { href: "#/chat", class: "brand" }, h("span", { class: "logo-mark", "aria-hidden": "true" }, "知"), h("span", { class: "brand-name" }, t("app_name"))),
+      h("a", { href: "#/chat", class: "brand", "aria-label": t("app_name") }, h("span", { class: "logo-mark", "aria-hidden": "true" }, "知"), h("span", { class: "brand-name" }, t("app_name"))),
       h(
         "nav",
         { class: "topnav", "aria-label": "main" },

@@ -16,6 +16,7 @@ addStrings({
     viewer_no_download: "Downloads are turned off for this library.",
     viewer_no_text: "No text was extracted from this page.",
     viewer_image_failed: "The page image could not be shown.",
+    viewer_page_region: "The page as printed",
   },
   zh: {
     viewer_page: "第 {n} 页，共 {total} 页",
@@ -26,6 +27,7 @@ addStrings({
     viewer_no_download: "此知识库不允许下载原文件。",
     viewer_no_text: "未从本页提取到文字。",
     viewer_image_failed: "无法显示该页图像。",
+    viewer_page_region: "页面原样",
   },
 });
 
@@ -64,7 +66,7 @@ async function show(body, source, cite, page) {
   const canDownload = lib.permission === "manage" || lib.allow_download;
   const total = doc.page_count || 0;
   const pageText = h("div", { class: "viewer-text", tabindex: "0", "aria-label": t("viewer_text") });
-  const figure = h("div", { class: "viewer-page" });
+  const figure = h("div", { class: "viewer-page", tabindex: "0", role: "region", "aria-label": t("viewer_page_region") });
   const pager = h("div", { class: "viewer-pager" });
 
   async function goTo(n) {
