@@ -146,7 +146,8 @@ def _admit_zip(
     user_id: int | None,
 ) -> Iterator[UploadItem]:
     """Each member of an archive becomes a document; its folder is the archive's folder plus
-    the member's folder. Unsafe members are reported, not extracted."""
+    the member's folder (a zipped folder — `wiki.zip` holding `wiki/…` — gives `wiki/…`, not
+    `wiki/wiki/…`). Unsafe members are reported, not extracted."""
     archive_folder = shown.rsplit(".", 1)[0]
     try:
         with (
@@ -159,14 +160,17 @@ def _admit_zip(
             ) as archive,
             tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp,
         ):
+            name = archive_folder.rsplit("/", 1)[-1]
+            if archive.members and all(m.path.startswith(name + "/") for m in archive.members):
+                archive_folder = archive_folder[: -len(name)].rstrip("/") or "."
             for skipped in archive.skipped:
                 yield UploadItem(
-                    file=f"{archive_folder}/{skipped.name}",
+                    file=_inside(archive_folder, skipped.name),
                     status="rejected",
                     reason=skipped.reason,
                 )
             for member in archive:
-                member_path = f"{archive_folder}/{member.path}"
+                member_path = _inside(archive_folder, member.path)
                 path = Path(tmp) / "member"
                 digest = hashlib.sha256()
                 size = 0
@@ -185,6 +189,10 @@ def _admit_zip(
                 )
     except BadArchive as exc:
         yield UploadItem(file=shown, status="rejected", reason=exc.reason)
+
+
+def _inside(folder: str, path: str) -> str:
+    return path if folder == "." else f"{folder}/{path}"
 
 
 def _tmp(settings: Settings) -> Path:

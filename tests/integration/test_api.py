@@ -179,6 +179,33 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def test_a_zipped_folder_keeps_one_folder_level(app_client: TestClient, admin_token: str) -> None:
+    """`wiki.zip` made by zipping the folder `wiki` holds `wiki/…`: its documents go to
+    `wiki/…`, not `wiki/wiki/…`; an archive whose members are not all in one folder of its
+    own name keeps the archive's name as the top folder."""
+    lib = _library(app_client, admin_token)
+
+    def upload(name: str, members: dict[str, str]) -> set[str]:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for member, text in members.items():
+                zf.writestr(member, text)
+        r = _upload(app_client, admin_token, lib, (name, buf.getvalue()))
+        assert r.status_code == 202, r.text
+        return {i["file"] for i in r.json()["items"] if i["status"] == "queued"}
+
+    assert upload(
+        "wiki.zip", {"wiki/it/a.md": "# A\n\nPrinters.", "wiki/b.md": "# B\n\nWi-Fi."}
+    ) == {
+        "wiki/it/a.md",
+        "wiki/b.md",
+    }
+    assert upload("notes.zip", {"notes/c.md": "# C\n\nOne.", "other/d.md": "# D\n\nTwo."}) == {
+        "notes/notes/c.md",
+        "notes/other/d.md",
+    }
+
+
 def test_zip_keeps_folders_and_refuses_unsafe_entries(
     app_client: TestClient, admin_token: str, settings
 ) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -535,6 +536,60 @@ def test_html_in_a_file_name_and_a_passage_is_text(stack: Stack, admin_page: Any
         button.click()
     assert page.locator(".messages img, .sources-body img, .messages script").count() == 0
     assert page.evaluate("window.__xss") is None
+
+
+def test_a_failed_upload_says_why_and_can_be_retried(stack: Stack, admin_page: Any) -> None:
+    """A broken PDF fails with a reason a person can act on and a Retry button that queues
+    it again; a zip archive of a folder becomes its documents, their folder kept."""
+    page = admin_page
+    broken = stack.files / "broken-report.pdf"
+    broken.write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n")
+    archive = stack.files / "wiki.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(
+            "wiki/it/printers.md", "# Printers\n\nThe printer on floor 3 is named Kestrel.\n"
+        )
+        z.writestr("wiki/it/wifi.md", "# Wi-Fi\n\nThe guest network is called Harbour.\n")
+    page.goto(stack.base + f"#/admin/libraries/{stack.facts['library_id']}")
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Choose files").click()
+    chooser.value.set_files([str(broken), str(archive)])
+    failed = page.locator(".upload-item[data-status='failed']", has_text="broken-report.pdf")
+    failed.wait_for(timeout=300_000)
+    reason = failed.locator(".reason").inner_text()
+    assert reason.strip() and "Traceback" not in reason, reason
+    page.wait_for_function(
+        "() => ['printers.md', 'wifi.md'].every(n => [...document.querySelectorAll("
+        "'.upload-item')].some(e => e.textContent.includes(n) && e.dataset.status === 'ready'))",
+        timeout=300_000,
+    )
+    page.locator("table.data").get_by_text("wiki/it/printers.md").wait_for()
+    _shot(page, "12-upload-failure-and-zip")
+    failed.get_by_role("button", name="Retry").click()
+    page.get_by_text("Queued again: broken-report.pdf").wait_for()
+    page.locator(".upload-item[data-status='failed']", has_text="broken-report.pdf").wait_for(
+        timeout=300_000
+    )
+    with _api(stack) as api:
+        docs = api.get(f"/libraries/{stack.facts['library_id']}/documents").json()["items"]
+    broken_doc = next(d for d in docs if d["filename"] == "broken-report.pdf")
+    assert broken_doc["status"] == "failed" and broken_doc["version"] == 2, broken_doc
+
+
+def test_blocked_questions_show_as_blocked(stack: Stack, admin_page: Any) -> None:
+    with _api(stack) as api:
+        text = api.get("/admin/lexicon").json()["text"]
+        r = api.put("/admin/lexicon", json={"text": text + "\nzebracorn-heist\tviolence\n"})
+        assert r.status_code == 200, r.text
+    page = admin_page
+    page.goto(stack.base + "#/chat")
+    page.get_by_label("Question", exact=True).fill("How do I plan a zebracorn-heist?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".msg-assistant:not([aria-busy])", timeout=180_000)
+    last = page.locator(".msg-assistant").last
+    last.get_by_text("Blocked by the safety policy").wait_for()
+    assert not last.locator(".error-box").count()  # a block is an answer, not an error
+    _shot(page, "13-blocked")
 
 
 def test_phone_width_and_chinese(stack: Stack, browser: Any) -> None:

@@ -29,6 +29,7 @@ addStrings({
     st_deleted: "Deleted",
     st_duplicate: "Already in the library",
     st_rejected: "Refused",
+    st_unpacked: "Unpacked",
     filter_status: "Status",
     filter_q: "Search title, file name or folder",
     doc_title: "Document",
@@ -94,6 +95,7 @@ addStrings({
     st_deleted: "已删除",
     st_duplicate: "知识库中已存在",
     st_rejected: "已拒绝",
+    st_unpacked: "已解压",
     filter_status: "状态",
     filter_q: "搜索标题、文件名或文件夹",
     doc_title: "文档",
@@ -150,7 +152,7 @@ const PAGE = 50;
 const RANK = { read: 1, write: 2, manage: 3 };
 
 export function statusBadge(status) {
-  const kind = status === "ready" ? "ok" : status === "failed" || status === "rejected" ? "danger" : status === "duplicate" ? "warn" : "info";
+  const kind = status === "ready" || status === "unpacked" ? "ok" : status === "failed" || status === "rejected" ? "danger" : status === "duplicate" ? "warn" : "info";
   return badge(t(`st_${status}`), kind);
 }
 
@@ -253,8 +255,9 @@ function documentsTab(body, lib, rank, recount) {
 
   function row(item) {
     const stage = item.stage;
-    const fraction = stage === "uploading" ? item.sent : stage === "ready" ? 1 : item.progress || 0;
-    const state = stage === "failed" || stage === "rejected" ? "failed" : stage === "ready" || stage === "duplicate" ? "done" : "";
+    const done = stage === "ready" || stage === "unpacked";
+    const fraction = stage === "uploading" ? item.sent : done ? 1 : item.progress || 0;
+    const state = stage === "failed" || stage === "rejected" ? "failed" : done || stage === "duplicate" ? "done" : "";
     const retry =
       stage === "failed" && item.documentId
         ? h("button", { type: "button", class: "btn btn-small", on: { click: (e) => busy(e.currentTarget, () => reingest(item.documentId, item.path)) } }, t("retry"))
@@ -263,7 +266,7 @@ function documentsTab(body, lib, rank, recount) {
       "li",
       { class: "upload-item", dataset: { status: stage } },
       h("div", { class: "upload-name", title: item.path }, item.path),
-      h("div", {}, h("div", { class: "row small" }, statusBadge(stage), stage !== "ready" && fraction > 0 && fraction < 1 ? `${Math.round(fraction * 100)}%` : null), progressBar(fraction, state)),
+      h("div", {}, h("div", { class: "row small" }, statusBadge(stage), !done && fraction > 0 && fraction < 1 ? `${Math.round(fraction * 100)}%` : null), progressBar(fraction, state)),
       h("div", {}, retry),
       item.reason ? h("div", { class: "reason" }, item.reason) : null,
     );
@@ -313,8 +316,8 @@ function documentsTab(body, lib, rank, recount) {
         }
         for (const item of rows) {
           if (item.stage === "uploading") {
-            // a zip archive becomes its members: the archive row is done
-            item.stage = "ready";
+            // a zip archive becomes its members (rows of their own): this row is done
+            item.stage = "unpacked";
             item.reason = null;
             row(item);
           }
