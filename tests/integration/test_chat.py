@@ -216,7 +216,9 @@ def test_openai_facade_with_the_official_client(chat_env) -> None:  # type: igno
     pieces, finals = [], []
     for chunk in oa.chat.completions.create(
         model="zhiku",
-        messages=[{"role": "user", "content": "Who approves travel expenses above 5000 yuan?"}],
+        # The bundled 135M model echoes the passages for some questions (a stop sequence then
+        # leaves nothing); this one it answers. What is tested here is the streaming.
+        messages=[{"role": "user", "content": "How many days of annual leave do employees get?"}],
         stream=True,
     ):
         if chunk.choices and chunk.choices[0].delta.content:

@@ -576,6 +576,41 @@ def test_a_failed_upload_says_why_and_can_be_retried(stack: Stack, admin_page: A
     assert broken_doc["status"] == "failed" and broken_doc["version"] == 2, broken_doc
 
 
+def test_files_dropped_on_the_page_are_uploaded_and_found(stack: Stack, admin_page: Any) -> None:
+    """A drop of files (what a drag from the desktop delivers) uploads them; the document
+    list's search and status filter narrow the list."""
+    page = admin_page
+    page.goto(stack.base + f"#/admin/libraries/{stack.facts['library_id']}")
+    page.get_by_text("Drop files, folders or .zip archives here").wait_for()
+    page.evaluate(
+        """() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['# Parking\\n\\nVisitors park in row P.\\n'], 'parking.md',
+                                { type: 'text/markdown' }));
+        const zone = document.querySelector('[data-testid="dropzone"]');
+        for (const type of ['dragover', 'drop'])
+          zone.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true,
+                                                   cancelable: true }));
+      }"""
+    )
+    page.locator(".upload-item[data-status='ready']", has_text="parking.md").wait_for(
+        timeout=300_000
+    )
+    search = page.get_by_label("Search title, file name or folder")
+    search.fill("parking")
+    table = page.locator("table.data")
+    page.wait_for_function("() => document.querySelectorAll('table.data tbody tr').length === 1")
+    assert "parking.md" in table.inner_text()
+    search.fill("")
+    page.get_by_label("Status", exact=True).select_option("failed")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.data tbody tr')].every("
+        "r => r.textContent.includes('Failed'))"
+        " && document.querySelectorAll('table.data tbody tr').length === 1"
+    )
+    assert "broken-report.pdf" in table.inner_text()
+
+
 def test_blocked_questions_show_as_blocked(stack: Stack, admin_page: Any) -> None:
     with _api(stack) as api:
         text = api.get("/admin/lexicon").json()["text"]
