@@ -18,7 +18,8 @@ addStrings({
     libraries_some: "{n} of {total} libraries",
     libraries_none_selected: "Choose at least one library to ask.",
     no_libraries: "You have no libraries to ask yet. Ask an administrator for access.",
-    ask_placeholder: "Ask a question… (Enter to send, Shift+Enter for a new line)",
+    ask_placeholder: "Ask a question…",
+    keys_hint: "Enter sends · Shift+Enter starts a new line",
     question: "Question",
     send: "Send",
     stop: "Stop",
@@ -60,7 +61,8 @@ addStrings({
     libraries_some: "已选 {n}/{total} 个知识库",
     libraries_none_selected: "请至少选择一个知识库。",
     no_libraries: "您还没有可提问的知识库，请联系管理员授权。",
-    ask_placeholder: "输入问题…（Enter 发送，Shift+Enter 换行）",
+    ask_placeholder: "输入问题…",
+    keys_hint: "Enter 发送 · Shift+Enter 换行",
     question: "问题",
     send: "发送",
     stop: "停止",
@@ -140,11 +142,18 @@ export async function render(main, { conversationId }, ctx) {
     rows: 1,
     placeholder: t("ask_placeholder"),
     "aria-label": t("question"),
+    "aria-describedby": "keys-hint",
     maxlength: 4000,
   });
   const sendBtn = h("button", { type: "submit", class: "btn btn-primary composer-send" }, t("send"));
   const composerHint = h("div", { class: "composer-hint", "aria-live": "polite" });
-  const composer = h("form", { class: "composer" }, h("div", { class: "composer-row" }, question, sendBtn), composerHint);
+  const composer = h(
+    "form",
+    { class: "composer" },
+    h("div", { class: "composer-row" }, question, sendBtn),
+    composerHint,
+    h("div", { class: "keys-hint", id: "keys-hint" }, t("keys_hint")),
+  );
   const sourcesBody = h("div", { class: "sources-body" }, h("p", { class: "muted" }, t("no_sources")));
   const sourcesPanel = h(
     "aside",
