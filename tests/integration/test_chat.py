@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
+from api.html_render import markdown_html
 from cli.ingest_cmd import ingest_paths
 from cli.main import app as cli_app
 from core import db
@@ -100,6 +101,13 @@ def test_streamed_answer_cites_real_passages_and_is_stored(chat_env) -> None:  #
     assert kinds[-1] == "done" and "error" not in kinds
     done = events[-1][1]
     assert "15" in done["answer"]
+    # The answer so far as safe HTML (what the web UI shows while it streams): the first
+    # right after the first token, each covering exactly the tokens before it.
+    assert kinds.index("html") == kinds.index("token") + 1, kinds
+    for i, (kind, data, _) in enumerate(events):
+        if kind == "html":
+            so_far = "".join(d["text"] for e, d, _ in events[:i] if e == "token")
+            assert data["html"] == markdown_html(so_far), (so_far, data)
     assert done["citations"], done
     docs = {
         d["id"]: d
