@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from pathlib import Path as FilePath
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from core.errors import Forbidden, NotFound, ZhikuError
 from core.models import DocStatus, Document, Permission
 from core.repo import audit, documents, libraries
 from core.repo import chunks as chunk_repo
+from core.settings import Settings
 from core.storage import OriginalStore, PageCache
 from core.tasks import enqueue_ingest, enqueue_sync_index
 from ingest.pages import render_pdf_page
@@ -193,6 +195,17 @@ def content_disposition(filename: str, fallback_stem: str = "document") -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def _original(settings: Settings, doc: Document) -> FilePath:
+    """Where the document's original is stored; 404 `original_missing` when it is not."""
+    path = OriginalStore(settings.originals_dir).path_for(doc.sha256)
+    if not path.is_file():
+        raise NotFound(
+            f"the original file of document {doc.id} is missing from storage; upload it again",
+            code="original_missing",
+        )
+    return path
+
+
 FILE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "The original file as uploaded, as an attachment",
@@ -223,12 +236,7 @@ def download(
             "downloads are turned off for this library; its managers can turn them on",
             code="downloads_disabled",
         )
-    path = OriginalStore(settings.originals_dir).path_for(doc.sha256)
-    if not path.is_file():
-        raise NotFound(
-            f"the original file of document {document_id} is missing from storage; upload it again",
-            code="original_missing",
-        )
+    path = _original(settings, doc)
     audit.record(
         session,
         "document.download",
@@ -295,12 +303,7 @@ def page_image(
     cache = PageCache(settings.page_cache_dir)
     png = cache.get(doc.id, doc.version, page)
     if png is None:
-        original = OriginalStore(settings.originals_dir).path_for(doc.sha256)
-        if not original.is_file():
-            raise NotFound(
-                f"the original file of document {document_id} is missing from storage",
-                code="original_missing",
-            )
+        original = _original(settings, doc)
         session.close()  # no database connection held while the renderer works
         png = render_pdf_page(original, page, tmp_dir=settings.tmp_dir)
         cache.put(doc.id, doc.version, page, png)

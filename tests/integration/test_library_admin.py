@@ -371,6 +371,27 @@ def test_page_images_are_the_right_pages_of_the_pdf(lab: Lab) -> None:
     assert hidden.text.replace(str(doc), "ID") == missing.text.replace("987654321", "ID")
 
 
+def test_a_missing_original_is_a_clear_404(lab: Lab) -> None:
+    """An original gone from storage (a disk restored without them): the download and an
+    uncached page say so, instead of failing."""
+    pdf = make_pdf([Page(lines=["Lost original, page one."]), Page(lines=["Page two."])])
+    (doc,) = lab.upload(lab.lib, [(f"lost-{lab.n()}.pdf", pdf)])
+    lab.ingest(lab.lib, [doc])
+    sha = lab.ok("GET", f"{V1}/documents/{doc}")["sha256"]
+    stored = OriginalStore(lab.settings.originals_dir).path_for(sha)
+    saved = stored.read_bytes()
+    stored.unlink()
+    try:
+        for path in (f"{V1}/documents/{doc}/file", f"{V1}/documents/{doc}/pages/2"):
+            r = lab.call("GET", path)
+            assert r.status_code == 404, (path, r.text)
+            assert r.json()["error"]["code"] == "original_missing", r.text
+            assert "missing from storage" in r.json()["error"]["message"]
+    finally:
+        stored.write_bytes(saved)
+    assert lab.call("GET", f"{V1}/documents/{doc}/pages/2").status_code == 200
+
+
 def test_page_image_of_a_pdf_not_ingested_yet(lab: Lab) -> None:
     (doc,) = lab.upload(lab.lib, [(f"queued-{lab.n()}.pdf", make_pdf([Page(lines=["Queued"])]))])
     try:

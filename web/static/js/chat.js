@@ -99,7 +99,7 @@ addStrings({
 const SELECTION_KEY = "zhiku.libraries";
 const NEAR_BOTTOM_PX = 80;
 
-export function pagesLabel(start, end) {
+function pagesLabel(start, end) {
   if (!start) return "";
   return end && end !== start ? t("pages", { a: start, b: end }) : t("page", { n: start });
 }
@@ -119,8 +119,6 @@ export async function render(main, { conversationId }, ctx) {
     libraries: [],
     selected: new Set(),
     controller: null,
-    messagesById: new Map(),
-    activeMessage: null,
   };
 
   // --- layout -------------------------------------------------------------------------------
@@ -359,7 +357,6 @@ export async function render(main, { conversationId }, ctx) {
           status.append(badge(t("empty_answer"), "warn"));
           footer.prepend(h("button", { type: "button", class: "btn btn-small", on: { click: () => retry(turn) } }, t("retry")));
         }
-        state.messagesById.set(String(result.message_id ?? result.id), result);
         if (result.sources && result.sources.length) showSources(result, null, false);
       },
       fail(err, { stopped = false } = {}) {
@@ -441,7 +438,6 @@ export async function render(main, { conversationId }, ctx) {
 
   // --- sources panel ------------------------------------------------------------------------
   function showSources(result, marker, reveal) {
-    state.activeMessage = result;
     for (const el of $all(".msg-assistant.active", messages)) el.classList.remove("active");
     const id = String(result.message_id ?? result.id ?? "");
     const owner = id ? messages.querySelector(`.msg-assistant[data-message-id="${CSS.escape(id)}"]`) : null;

@@ -158,7 +158,7 @@ export async function copyText(text, fallbackEl) {
 }
 
 /** A random temporary password (16 characters, no look-alikes), from the browser's CSPRNG. */
-export function temporaryPassword(length = 16) {
+function temporaryPassword(length = 16) {
   const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.";
   const out = [];
   const bytes = new Uint8Array(length * 2);

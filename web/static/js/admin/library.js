@@ -151,7 +151,7 @@ const BATCH_BYTES = 48 * 1024 * 1024;
 const PAGE = 50;
 const RANK = { read: 1, write: 2, manage: 3 };
 
-export function statusBadge(status) {
+function statusBadge(status) {
   const kind = status === "ready" || status === "unpacked" ? "ok" : status === "failed" || status === "rejected" ? "danger" : status === "duplicate" ? "warn" : "info";
   return badge(t(`st_${status}`), kind);
 }
@@ -296,7 +296,7 @@ function documentsTab(body, lib, rank, recount) {
   async function send(files) {
     files = files.filter(({ file, path }) => !file.name.startsWith(".") && !path.split("/").some((p) => p.startsWith(".")));
     if (!files.length) return;
-    const items = files.map(({ path }) => track(path));
+    for (const { path } of files) track(path);
     for (const batch of batches(files)) {
       const form = new FormData();
       for (const { file, path } of batch) form.append("files", file, path);
@@ -307,27 +307,21 @@ function documentsTab(body, lib, rank, recount) {
           for (const item of rows) row(item);
         });
         for (const result of report.items) {
-          const item = uploads.get(result.file) || rows.find((r) => r.path.endsWith(result.file));
-          if (!item) continue;
+          // a file sent as it is, else a member of a zip archive: a row of its own
+          const item =
+            uploads.get(result.file) ||
+            rows.find((r) => r.stage === "uploading" && r.path.endsWith(result.file)) ||
+            track(result.file);
           item.documentId = result.document_id;
           item.reason = result.reason;
-          item.stage = result.status === "queued" ? "queued" : result.status;
+          item.stage = result.status;
           row(item);
         }
         for (const item of rows) {
           if (item.stage === "uploading") {
-            // a zip archive becomes its members (rows of their own): this row is done
+            // a zip archive became its members (rows of their own): this row is done
             item.stage = "unpacked";
             item.reason = null;
-            row(item);
-          }
-        }
-        for (const result of report.items) {
-          if (!uploads.has(result.file) && !rows.some((r) => r.path.endsWith(result.file))) {
-            const item = track(result.file);
-            item.documentId = result.document_id;
-            item.reason = result.reason;
-            item.stage = result.status === "queued" ? "queued" : result.status;
             row(item);
           }
         }
@@ -340,7 +334,6 @@ function documentsTab(body, lib, rank, recount) {
       }
     }
     poll();
-    return items;
   }
 
   async function poll() {

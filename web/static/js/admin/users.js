@@ -129,7 +129,7 @@ addStrings({
 const ROLES = ["admin", "librarian", "staff"];
 const ROLE_BADGE = { admin: "info", librarian: "ok", staff: "neutral" };
 
-export function roleLabel(role) {
+function roleLabel(role) {
   return ROLES.includes(role) ? t(`usr_role_${role}`) : role;
 }
 
