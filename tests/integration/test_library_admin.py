@@ -375,8 +375,9 @@ def test_a_missing_original_is_a_clear_404(lab: Lab) -> None:
     """An original gone from storage (a disk restored without them): the download and an
     uncached page say so, instead of failing."""
     pdf = make_pdf([Page(lines=["Lost original, page one."]), Page(lines=["Page two."])])
-    (doc,) = lab.upload(lab.lib, [(f"lost-{lab.n()}.pdf", pdf)])
-    lab.ingest(lab.lib, [doc])
+    lib = lab.new_library()  # its own: the shared library's listings stay as they are
+    (doc,) = lab.upload(lib, [(f"lost-{lab.n()}.pdf", pdf)])
+    lab.ingest(lib, [doc])
     sha = lab.ok("GET", f"{V1}/documents/{doc}")["sha256"]
     stored = OriginalStore(lab.settings.originals_dir).path_for(sha)
     saved = stored.read_bytes()
@@ -390,6 +391,7 @@ def test_a_missing_original_is_a_clear_404(lab: Lab) -> None:
     finally:
         stored.write_bytes(saved)
     assert lab.call("GET", f"{V1}/documents/{doc}/pages/2").status_code == 200
+    lab.ok("DELETE", f"{V1}/libraries/{lib}", status=204)
 
 
 def test_page_image_of_a_pdf_not_ingested_yet(lab: Lab) -> None:
