@@ -14,7 +14,7 @@ from core.repo import users
 
 RoleName = Literal["admin", "librarian", "staff"]
 PermissionName = Literal["read", "write", "manage"]
-ScopeName = Literal["search", "chat", "ingest", "act_as"]
+ScopeName = Literal["search", "chat", "ingest", "act_as", "metrics"]
 
 
 class LoginIn(BaseModel):

@@ -21,7 +21,7 @@ from core.repo import audit, conversations
 from core.settings import Settings
 from core.types import DocFilter
 from retrieval.service import Retriever
-from serving.answering import AnswerResult, Done, Event
+from serving.answering import AnswerResult, Done, Event, Failure
 from serving.citations import cited_span
 from serving.prompts import Turn
 
@@ -45,6 +45,7 @@ async def engine_for(request: Request) -> ChatEngine:
                 code="unavailable",
                 status=503,
             ) from exc
+        engine.metrics = getattr(state, "metrics", None)
         state.chat_engine = engine
         await engine.start()
     return engine
@@ -228,6 +229,11 @@ async def run_turn(
     answerer = engine.answerer(turn.library_ids, turn.filters)
     key = affinity or (f"conv-{turn.conversation_id}" if turn.conversation_id else None)
     async for event in answerer.answer(question, turn.history, affinity_key=key):
+        if engine.metrics is not None:
+            if isinstance(event, Done):
+                engine.metrics.observe_answer(event.result)
+            elif isinstance(event, Failure):
+                engine.metrics.observe_failure(event.code)
         if isinstance(event, Done):
             conv_id, msg_id = await asyncio.to_thread(
                 store_turn, engine.settings, turn, event.result

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, http_security
+from api import errors, health, http_security, metrics, request_context
 from api.rate_limit import Limiter
 from api.routes import (
     api_keys,
@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.limiter = Limiter(settings.redis_url, prefix=f"zk:{secrets.instance_id}:rl:")
     errors.install(app)
     http_security.install(app, settings)
+    app.state.metrics = app_metrics = metrics.Metrics(settings)
+    request_context.install(app, observers=[app_metrics.observe_exchange])  # outermost
     v1 = APIRouter(prefix=API_PREFIX, responses=errors.ERROR_RESPONSES)
     for module in (
         auth,
@@ -92,10 +94,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(openai_compat.router, responses=errors.ERROR_RESPONSES)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health.router)  # /healthz, /readyz
+    app.include_router(metrics.router)  # /metrics
 
     @app.get("/", include_in_schema=False)
     def web_ui() -> FileResponse:

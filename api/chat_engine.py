@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import numpy as np
@@ -29,6 +29,9 @@ from serving.lexicon import Lexicon
 from serving.llm_client import LLMClient
 from serving.prompts import heuristic_token_count, tokenizer_counter
 from serving.safety import ModelCheck, SafetyScreen
+
+if TYPE_CHECKING:
+    from api.metrics import Metrics
 
 DEFAULT_LEXICON = Path(__file__).resolve().parents[1] / "serving" / "data" / "lexicon_default.txt"
 _lock = threading.Lock()
@@ -56,6 +59,7 @@ class ChatEngine:
         self.screen = SafetyScreen(None, self._model_check())
         self.refresh_lexicon()
         self.loop = asyncio.get_running_loop()
+        self.metrics: Metrics | None = None  # the app's, when answering for a request
 
     def _model_check(self) -> ModelCheck | None:
         backend = self.settings.safety_backend

@@ -1,9 +1,13 @@
-"""The Celery app and task names shared by the api (which enqueues) and the workers."""
+"""The Celery app and task names shared by the api (which enqueues) and the workers.
+
+A task sent while a request id is set (core.logging_setup) carries it in its message headers
+(`zhiku_request_id`); the worker logs the task's lines with it."""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from core.logging_setup import TASK_HEADER, current_request_id
 from core.settings import Settings, get_settings
 
 INGEST_DOCUMENT = "zhiku.ingest_document"
@@ -37,9 +41,19 @@ def celery_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+def trace_headers() -> dict[str, str]:
+    """Message headers that carry the current request id into the task."""
+    request_id = current_request_id()
+    return {TASK_HEADER: request_id} if request_id else {}
+
+
 def enqueue_ingest(document_id: int, version: int, settings: Settings | None = None) -> None:
-    celery_app(settings).send_task(INGEST_DOCUMENT, args=[document_id, version], queue=INGEST_QUEUE)
+    celery_app(settings).send_task(
+        INGEST_DOCUMENT, args=[document_id, version], queue=INGEST_QUEUE, headers=trace_headers()
+    )
 
 
 def enqueue_sync_index(library_id: int, settings: Settings | None = None) -> None:
-    celery_app(settings).send_task(SYNC_INDEX, args=[library_id], queue=INGEST_QUEUE)
+    celery_app(settings).send_task(
+        SYNC_INDEX, args=[library_id], queue=INGEST_QUEUE, headers=trace_headers()
+    )

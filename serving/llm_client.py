@@ -37,6 +37,10 @@ replica's circuit breaker (`breaker_failures` consecutive failures open it for
 
 Reasoning: `reasoning_content` / `reasoning` fields sent by the server are returned apart from
 the text; `<think>` tags inside the text are left for `serving.reasoning`.
+
+Tracing: each chat and token-count request carries the current request id
+(`core.logging_setup`) as `X-Request-Id`; vLLM makes it the completion's id (`chatcmpl-<id>`)
+and its request log's id.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
+from core.logging_setup import current_request_id
 from serving.replicas import Clock, Lease, Outcome, ReplicaSet, ReplicaStatus
 
 __all__ = [
@@ -75,6 +80,7 @@ Message = dict[str, str]
 USER_MESSAGE = "The language model is unavailable; try again in a moment."
 MAX_RETRY_AFTER = 5.0  # a longer Retry-After is not waited for; normal backoff applies
 HEALTH_READ_TIMEOUT = 5.0
+TRACE_HEADER = "X-Request-Id"  # the header vLLM reads
 
 
 @dataclass(frozen=True)
@@ -399,7 +405,9 @@ class LLMClient:
         deadline = self.config.connect_timeout + self.config.read_timeout
         try:
             async with asyncio.timeout(deadline):
-                response = await self._http.request(method, url, json=payload)
+                response = await self._http.request(
+                    method, url, json=payload, headers=_trace_headers()
+                )
         except (TimeoutError, httpx.HTTPError) as exc:
             raise _transport_failure(exc, deadline) from None
         _raise_for_status(response.status_code, response.text, response.headers)
@@ -414,7 +422,9 @@ class LLMClient:
         self, base: str, payload: dict[str, Any]
     ) -> AsyncGenerator[StreamDelta, None]:
         cfg = self.config
-        request = self._http.build_request("POST", base + "/chat/completions", json=payload)
+        request = self._http.build_request(
+            "POST", base + "/chat/completions", json=payload, headers=_trace_headers()
+        )
         deadline = cfg.connect_timeout + cfg.read_timeout
         try:
             async with asyncio.timeout(deadline):
@@ -472,6 +482,11 @@ class LLMClient:
 
 
 # -- replies and errors ---------------------------------------------------------------------
+
+
+def _trace_headers() -> dict[str, str]:
+    request_id = current_request_id()
+    return {TRACE_HEADER: request_id} if request_id else {}
 
 
 def _join(base: str, path: str, root: bool) -> str:

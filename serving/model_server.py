@@ -76,6 +76,9 @@ def command(spec: ServerSpec, python: Path) -> list[str]:
         "--max-model-len",
         str(spec.max_model_len),
         "--enable-prefix-caching",
+        # echo the caller's X-Request-Id (the api's request id) in the response headers; the
+        # completion id is chatcmpl-<that id> either way
+        "--enable-request-id-headers",
     ]
     if spec.api_key:
         cmd += ["--api-key", spec.api_key]

@@ -33,6 +33,12 @@ def create_key(
     """Create a key that acts for you, limited to its scopes and libraries. Librarians must
     name libraries they manage. The key is in the response once; only its hash is kept."""
     scopes = sorted(set(body.scopes))
+    if "metrics" in scopes and not p.is_admin:
+        raise ZhikuError(
+            "only administrators may create keys with the 'metrics' scope",
+            code="forbidden",
+            status=403,
+        )
     if not p.is_admin:
         managed = access.managed_library_ids(session, p)
         if not body.library_ids:

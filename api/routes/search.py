@@ -63,6 +63,9 @@ def search(
         query_chars=len(result.query),
     )
     session.commit()
+    found = getattr(request.app.state, "metrics", None)
+    if found is not None:
+        found.observe_retrieval("search", result.took_ms / 1000)
     return SearchOut(
         query=result.query,
         language="zh" if result.language == "zh" else "en",

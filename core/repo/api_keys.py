@@ -1,6 +1,7 @@
 """API keys for office systems: shown once at creation, stored as a sha256 digest.
 
-A key acts for its owner, narrowed by its scopes (`search`, `chat`, `ingest`) and, when
+A key acts for its owner, narrowed by its scopes (`search`, `chat`, `ingest`; `metrics` reads
+GET /metrics when the owner is an administrator) and, when
 `library_ids` is non-empty, by those libraries. With `act_as` it may act for a named user and
 then sees the intersection of its scope and that user's grants (core.access).
 """
@@ -16,7 +17,7 @@ from core.models import ApiKey, User, utcnow
 from core.security import new_token, token_digest
 
 KEY_PREFIX = "zk_key_"
-SCOPES = ("search", "chat", "ingest", "act_as")
+SCOPES = ("search", "chat", "ingest", "act_as", "metrics")
 
 
 def create(

@@ -843,6 +843,13 @@ ROWS: list[Row] = [
     # --- public
     row("GET", "/healthz", "-", nothing,
         OK, OK, OK, OK, OK, OK, OK, OK, OK),
+    # the world has no worker and a dead model URL: not ready, whoever asks (only admins see
+    # the checks; a revoked key is treated as no credentials, never 401)
+    row("GET", "/readyz", "-", nothing,
+        503, 503, 503, 503, 503, 503, 503, 503, 503),
+    # Prometheus: admins, or keys with the `metrics` scope owned by an admin
+    row("GET", "/metrics", "-", nothing,
+        D, D, OK, 403, 403, 403, M, M, M),
     row("GET", "/openapi.json", "-", nothing,
         OK, OK, OK, OK, OK, OK, OK, OK, OK),
     # the web UI's page and scripts hold no data: everything comes through the API
