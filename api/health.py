@@ -22,7 +22,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from kombu import Connection
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 from sqlmodel import Session
 
 from api import system_status
@@ -58,8 +57,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def check_database(settings: Settings) -> Check:
-    with db.get_engine(settings).connect() as conn:
-        conn.execute(text("SELECT 1"))
+    db.ping(settings)
     return Check(ok=True)
 
 

@@ -28,7 +28,7 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 HSTS = "max-age=31536000"
 NO_STORE_PREFIXES = ("/api/", "/v1/")  # answers and documents must not land in shared caches
 CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-CORS_HEADERS = ["Authorization", "Content-Type", "X-CSRF-Token", "X-Zhiku-User"]
+CORS_HEADERS = ["Authorization", "Content-Type", "X-CSRF-Token", "X-Zhiku-User", "X-Request-ID"]
 
 
 class SecurityHeadersMiddleware:
@@ -82,7 +82,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                 allow_credentials=True,
                 allow_methods=CORS_METHODS,
                 allow_headers=CORS_HEADERS,
-                expose_headers=["Retry-After"],
+                expose_headers=["Retry-After", "X-Request-ID"],
             )
         return SecurityHeadersMiddleware(inner)
 

@@ -26,7 +26,6 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlmodel import col, func, select
 
 from api import errors
 from api.deps import authenticate
@@ -35,7 +34,8 @@ from api.system_status import queue_status
 from core import access, db, tasks
 from core.access import Principal
 from core.errors import Forbidden
-from core.models import DocStatus, Document
+from core.models import DocStatus
+from core.repo import documents as documents_repo
 from core.settings import Settings
 from serving.answering import AnswerResult
 
@@ -97,20 +97,13 @@ class StateCollector(Collector):
             )
         try:
             with db.session_scope(self.settings) as session:
-                rows = session.exec(
-                    select(
-                        Document.status,
-                        func.count(),
-                        func.coalesce(func.sum(Document.chunk_count), 0),
-                    ).group_by(col(Document.status))
-                ).all()
+                counts = documents_repo.totals_by_status(session)
         except Exception as exc:
             self._errors["database"] += 1
             up.add_metric(["database"], 0)
             log.warning("metrics: documents could not be counted: %s", exc)
         else:
             up.add_metric(["database"], 1)
-            counts = {str(s): (int(n), int(c)) for s, n, c in rows}
             by_status = GaugeMetricFamily(
                 "zhiku_documents", "Documents by status (all libraries)", labels=["status"]
             )

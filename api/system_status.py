@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 import redis
 from kombu import Connection
 from pydantic import BaseModel, Field
-from sqlmodel import col, func, select
 
 from core import db, tasks
-from core.models import Chunk, DocStatus, Document, Library, utcnow
+from core.models import DocStatus, utcnow
+from core.repo import chunks as chunks_repo
+from core.repo import documents as documents_repo
+from core.repo import libraries as libraries_repo
 from core.settings import Settings
 from retrieval import index_store
 from serving import model_server
@@ -197,10 +199,7 @@ def queue_status(settings: Settings) -> QueueStatus:
 
 def documents_status(settings: Settings) -> DocumentsStatus:
     with db.session_scope(settings) as session:
-        rows = session.exec(
-            select(Document.status, func.count()).group_by(col(Document.status))
-        ).all()
-    counts = {str(status): int(n) for status, n in rows}
+        counts = {s: n for s, (n, _) in documents_repo.totals_by_status(session).items()}
     by_status = {s.value: counts.pop(s.value, 0) for s in DocStatus} | counts
     return DocumentsStatus(ok=True, by_status=by_status, total=sum(by_status.values()))
 
@@ -287,12 +286,8 @@ def _tree_bytes(root: Path, deadline: float | None = None) -> tuple[int, bool]:
 
 def indexes_status(settings: Settings) -> IndexesStatus:
     with db.session_scope(settings) as session:
-        found = session.exec(select(Library).order_by(col(Library.id)))
-        libs = [(lib.id, lib.name) for lib in found]
-        counted = session.exec(
-            select(Chunk.library_id, func.count()).group_by(col(Chunk.library_id))
-        ).all()
-    chunk_counts = {int(lib): int(n) for lib, n in counted}
+        libs = [(lib.id, lib.name) for lib in libraries_repo.list_all(session)]
+        chunk_counts = chunks_repo.counts_by_library(session)
     out: list[IndexStatus] = []
     root = settings.indexes_dir
     for library_id, name in libs:

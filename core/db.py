@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -53,6 +53,12 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def ping(settings: Settings | None = None) -> None:
+    """Raise if the database does not answer a trivial query."""
+    with get_engine(settings).connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 @contextmanager

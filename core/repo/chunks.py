@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import delete, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from core.models import Chunk, DocStatus, Document, Library, utcnow
 from core.types import ChunkDraft
@@ -190,3 +190,9 @@ def for_document(session: Session, document_id: int, page: int | None = None) ->
     if page is not None:
         stmt = stmt.where(col(Chunk.page_start) <= page, col(Chunk.page_end) >= page)
     return list(session.exec(stmt.order_by(col(Chunk.ordinal))))
+
+
+def counts_by_library(session: Session) -> dict[int, int]:
+    """Chunks per library, all libraries."""
+    rows = session.exec(select(Chunk.library_id, func.count()).group_by(col(Chunk.library_id)))
+    return {int(lib): int(n) for lib, n in rows}

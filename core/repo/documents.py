@@ -281,3 +281,15 @@ def counts_by_status(
         .group_by(Document.status)
     )
     return {str(s): int(n) for s, n in rows}
+
+
+def totals_by_status(session: Session) -> dict[str, tuple[int, int]]:
+    """Documents of all libraries by status: (documents, chunks) per status."""
+    rows = session.exec(
+        select(
+            Document.status,
+            func.count(),
+            func.coalesce(func.sum(Document.chunk_count), 0),
+        ).group_by(col(Document.status))
+    )
+    return {str(s): (int(n), int(c)) for s, n, c in rows}

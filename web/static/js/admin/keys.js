@@ -37,6 +37,7 @@ addStrings({
     key_scope_chat: "Ask questions and get cited answers (also the OpenAI-compatible endpoint).",
     key_scope_ingest: "Upload and re-ingest documents (where the owner may write).",
     key_scope_act_as: "Act for a named user (X-Zhiku-User header): sees only what both the key and that user may read.",
+    key_scope_metrics: "Read the Prometheus metrics at /metrics (administrators only).",
     key_scopes_legend: "Scopes — what the key may do",
     key_scopes_required: "Choose at least one scope.",
     key_libs_legend: "Libraries the key may use",
@@ -83,6 +84,7 @@ addStrings({
     key_scope_chat: "提问并获得带引用的回答（包括 OpenAI 兼容接口）。",
     key_scope_ingest: "上传文档和重新处理文档（限所有者可写的知识库）。",
     key_scope_act_as: "代表指定用户调用（X-Zhiku-User 请求头）：只能看到密钥和该用户都有权阅读的内容。",
+    key_scope_metrics: "读取 /metrics 上的 Prometheus 监控指标（仅限管理员）。",
     key_scopes_legend: "权限范围——密钥可以做什么",
     key_scopes_required: "请至少选择一项权限范围。",
     key_libs_legend: "密钥可用的知识库",
@@ -104,6 +106,7 @@ addStrings({
 });
 
 const SCOPES = ["search", "chat", "ingest", "act_as"];
+const ADMIN_SCOPES = ["metrics"]; // only administrators may create keys with these
 const HIDE_KEY = "zhiku.keys.hideInactive";
 
 function isExpired(key) {
@@ -242,7 +245,7 @@ export async function render(main, _params, ctx) {
     const admin = ctx.isAdmin;
     const choosable = state.libraries.filter((l) => admin || l.permission === "manage").sort((a, b) => a.name.localeCompare(b.name));
     const name = h("input", { required: true, maxlength: 200, autocomplete: "off", autofocus: true });
-    const scopeBoxes = SCOPES.map((s) => {
+    const scopeBoxes = (admin ? [...SCOPES, ...ADMIN_SCOPES] : SCOPES).map((s) => {
       const box = h("input", { type: "checkbox", value: s, checked: s === "search" || s === "chat" });
       const descId = uid("desc");
       box.setAttribute("aria-describedby", descId);
