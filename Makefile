@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils libmagic1 \
 	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui redis-server redis-tools \
-	chromium fonts-noto-cjk fonts-noto-color-emoji nodejs
+	chromium fonts-noto-cjk fonts-noto-color-emoji nodejs docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_DOCS ?= ../shared/eval/docs
 BENCH_TEXT ?= ../shared/eval/covidqa_en/corpus.jsonl
@@ -62,8 +62,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-# Debian packages: OCR, PDF rendering, LibreOffice for legacy DOC/PPT/XLS, Redis, and Chromium
-# with CJK fonts for the web UI's browser tests.
+# Debian packages: OCR, PDF rendering, LibreOffice for legacy DOC/PPT/XLS, Redis, Chromium
+# with CJK fonts for the web UI's browser tests, and docker-compose (1.29) to validate
+# docker-compose.yml in the tests.
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -86,6 +87,8 @@ postgres:
 
 services: redis
 
+# Prepares the model (once), creates the first admin (once), then runs the model server, a worker
+# and the api under honcho (Procfile, ADR 0009) until Ctrl-C.
 run: install models-env services
 	@bash scripts/run.sh
 
@@ -100,14 +103,24 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Ingestion throughput against the raw embedder: on real-world files of every format (OCR
-# included) and on a text corpus (98 long articles).
+# Every benchmark, each writing its result into $(BENCH_OUT), then one table of them all
+# ($(BENCH_OUT)/summary.md and summary.json; see docs/benchmarks.md): ingestion throughput
+# against the raw embedder on real-world files of every format (OCR included) and on a text
+# corpus (98 long articles); hybrid search latency at 10k/100k/1M chunks; time to first token
+# through the platform against the bare vLLM server; 50 concurrent chat streams; a library of
+# $(BENCH_LOAD_DOCS) documents uploaded through the api. Then the retrieval quality evaluations.
+BENCH_OUT ?= bench-results
+BENCH_LOAD_DOCS ?= 10000
 bench: install services
-	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS)
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS) --label "eval docs (every format)" --out $(BENCH_OUT)/ingest-docs.json
 	rm -rf .bench-text && $(BIN)/python scripts/corpus_to_files.py $(BENCH_TEXT) .bench-text
-	$(BIN)/zhiku bench ingest --docs .bench-text
-	$(BIN)/zhiku bench search
-	$(BIN)/zhiku bench chat --concurrency 1,4,16
+	$(BIN)/zhiku bench ingest --docs .bench-text --label "covidqa_en articles" --out $(BENCH_OUT)/ingest-text.json
+	$(BIN)/zhiku bench search --out $(BENCH_OUT)/search.json
+	$(BIN)/zhiku bench chat --concurrency 1,4,16 --out $(BENCH_OUT)/chat.json
+	$(BIN)/zhiku bench load-chat --streams 50 --out $(BENCH_OUT)/load-chat.json
+	$(BIN)/zhiku bench load-ingest --docs $(BENCH_LOAD_DOCS) --out $(BENCH_OUT)/load-ingest.json
+	$(BIN)/zhiku bench report $(BENCH_OUT)
 	for set in rgb_zh rgb_en covidqa_en; do $(BIN)/zhiku eval retrieval --dataset ../shared/eval/$$set; done
 
 clean:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from cli import bench_chat
+from cli import bench_chat, bench_ingest_load, bench_load, bench_report
+from cli.bench_report import write_result
 from cli.ingest_cmd import ingest_paths
 from core import db
 from core.repo import chunks as chunk_repo
@@ -24,6 +25,8 @@ app = typer.Typer(no_args_is_help=True)
 def bench_ingest(
     docs: Path = typer.Option(..., "--docs", help="Folder of documents to ingest"),
     as_json: bool = typer.Option(False, "--json"),
+    out: Path | None = typer.Option(None, "--out", help="Also write the result here (JSON)"),
+    label: str = typer.Option("", "--label", help="Name of the document set in the report"),
 ) -> None:
     """Pipeline throughput against the raw embedder on the same chunks, in one run.
 
@@ -54,6 +57,8 @@ def bench_ingest(
         analyze("预热 warm-up")
         started = time.perf_counter()
         summary = ingest_paths(settings, [docs], "bench", True, True, as_json, 0)
+        if not as_json:
+            typer.echo("embedding the same chunks with the bare embedder …", err=True)
         pipeline_s = time.perf_counter() - started
         with db.session_scope(settings) as session:
             texts = [
@@ -88,6 +93,8 @@ def bench_ingest(
         "english_chunks": len(english),
         "cpus": os.cpu_count(),
     }
+    if out is not None:
+        write_result(out, "ingest", {"docs": str(docs), "label": label or docs.name}, result)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -116,6 +123,7 @@ def bench_search(
     ),
     queries: int = typer.Option(200, help="Timed queries per size"),
     as_json: bool = typer.Option(False, "--json"),
+    out: Path | None = typer.Option(None, "--out", help="Also write the result here (JSON)"),
 ) -> None:
     """Hybrid query latency (p50/p95) on one synthetic library per size, FAISS recall@10
     against exact search, and index bytes per chunk."""
@@ -135,7 +143,7 @@ def bench_search(
             embedder,
             exact_max=settings.exact_index_max,
             queries=queries,
-            progress=(lambda _msg: None) if as_json else (lambda msg: typer.echo(msg, err=True)),
+            progress=lambda msg: typer.echo(msg, err=True),
         )
         sizes[str(n)] = result.as_json()
         if not as_json:
@@ -146,8 +154,14 @@ def bench_search(
                 f"{r['bytes_per_chunk']} B/chunk  ({r['vector_index']}, built in "
                 f"{r['build_s']} s)"
             )
+    found = {"sizes": sizes, "embedder": embedder.name, "cpus": os.cpu_count()}
+    if out is not None:
+        write_result(out, "search", {"chunks": chunks, "queries": queries}, found)
     if as_json:
-        typer.echo(json.dumps({"sizes": sizes, "embedder": embedder.name, "cpus": os.cpu_count()}))
+        typer.echo(json.dumps(found))
 
 
 app.command("chat")(bench_chat.bench_chat)
+app.command("load-chat")(bench_load.load_chat)
+app.command("load-ingest")(bench_ingest_load.load_ingest)
+app.command("report")(bench_report.bench_report)

@@ -653,6 +653,7 @@ def bench_chat(
         64, "--max-tokens", help="Answer tokens (ZHIKU_ANSWER_MAX_TOKENS), same for both paths"
     ),
     as_json: bool = typer.Option(False, "--json"),
+    out: Path | None = typer.Option(None, "--out", help="Also write the result here (JSON)"),
 ) -> None:
     """TTFT and TPOT through POST /api/v1/chat (streamed) against the bare model server, at
     each concurrency level, in one run."""
@@ -670,6 +671,11 @@ def bench_chat(
             err.print(f"bench chat failed: {exc}", style="red")
             raise typer.Exit(1) from None
     verdict = _verdict(results, levels)
+    if out is not None:
+        from cli.bench_report import write_result
+
+        params = {"concurrency": levels, "requests": counts, "max_tokens": max_tokens}
+        write_result(out, "chat", params, {str(c): r for c, r in results.items()})
     if as_json:
         typer.echo(json.dumps({str(c): r for c, r in results.items()}, ensure_ascii=False))
         for line in verdict:
