@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     zip_max_members: int = 10_000
     zip_max_total_bytes: int = 4 * 1024**3
     zip_max_ratio: int = 200
+    min_free_bytes: int = Field(
+        256 * 1024**2,
+        description="Uploads are refused (507 disk_full) when the data dir's disk would have "
+        "less free space than this after storing them; 0 = no check (only a full disk refuses)",
+    )
 
     # Parsing and chunking
     ocr_languages: str = "eng+chi_sim"
@@ -80,7 +85,15 @@ class Settings(BaseSettings):
     main_api_key: str | None = None
     main_connect_timeout: float = 3.0
     main_read_timeout: float = Field(60.0, description="Longest wait for the next bytes")
-    main_max_concurrency: int = 16
+    main_first_token_timeout: float = Field(
+        300.0, description="Longest wait for an answer's first bytes (a busy server queues)"
+    )
+    main_max_concurrency: int = Field(
+        32, description="Requests in flight to the main model per api process (vLLM batches them)"
+    )
+    main_queue_timeout: float = Field(
+        180.0, description="Longest wait for a free slot before 503 model_unavailable"
+    )
     main_context_window: int = Field(0, description="Tokens; 0 = what serve wrote, else 4096")
     main_tokenizer: str = Field("", description="Dir with tokenizer.json for token budgeting")
     safety_backend: str = Field(
@@ -98,7 +111,9 @@ class Settings(BaseSettings):
     safety_api_key: str | None = None
     safety_connect_timeout: float = 3.0
     safety_read_timeout: float = 30.0
+    safety_first_token_timeout: float = 30.0
     safety_max_concurrency: int = 16
+    safety_queue_timeout: float = 30.0
     safety_window_chars: int = Field(
         160, description="A streamed answer is screened again every this many new characters"
     )
@@ -120,6 +135,15 @@ class Settings(BaseSettings):
         600, description="A queued document not started after this long is enqueued again"
     )
     reconcile_interval_seconds: int = 30
+    index_batch_max_docs: int = Field(
+        200,
+        description="Group commit of index publishes: while other documents of the library are "
+        "still ahead in the pipeline, a library's index is published once this many documents "
+        "await it (or the oldest has waited index_batch_max_delay_seconds); 1 = after each one",
+    )
+    index_batch_max_delay_seconds: float = Field(
+        20.0, description="Longest a document with stored chunks waits for its index publish"
+    )
     worker_concurrency: int = 1
 
     # Auth and sessions

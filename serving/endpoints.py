@@ -87,7 +87,9 @@ def endpoint(settings: Settings, role: str) -> ModelEndpoint:
             api_key=getattr(settings, f"{role}_api_key") or recorded.get("api_key"),
             connect_timeout=getattr(settings, f"{role}_connect_timeout"),
             read_timeout=getattr(settings, f"{role}_read_timeout"),
+            first_token_timeout=getattr(settings, f"{role}_first_token_timeout"),
             max_concurrency=getattr(settings, f"{role}_max_concurrency"),
+            queue_timeout=getattr(settings, f"{role}_queue_timeout"),
         )
     )
     window = (

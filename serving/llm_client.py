@@ -19,9 +19,12 @@ connect timeouts, 429 and 5xx are retried; read timeouts are not (the server may
 generating, and the caller should hear back within about connect + read timeout). A stream is
 never retried once any content reached the caller.
 
-Timeouts: `connect_timeout` to connect; `read_timeout` is the longest silence allowed between
-bytes of a stream and the longest wait for a whole non-streamed reply. Both are enforced by
-httpx and again by an asyncio deadline, so a stalled server cannot hang a request.
+Timeouts: `connect_timeout` to connect; `first_token_timeout` is the longest wait for the
+first bytes of a reply (a busy server queues requests before it starts them, so under load
+this wait is much longer than the gaps between tokens); `read_timeout` is the longest silence
+allowed between bytes of a stream once it has started. A non-streamed reply may take the
+longer of the two. All are enforced by httpx and again by an asyncio deadline, so a stalled
+server cannot hang a request.
 
 Concurrency: at most `max_concurrency` requests per client at a time, across replicas; a
 request that waits longer than `queue_timeout` for a slot fails with `ModelUnavailable`.
@@ -90,6 +93,7 @@ class EndpointConfig:
     api_key: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 60.0
+    first_token_timeout: float = 0.0  # 0: the same as read_timeout
     max_concurrency: int = 16
     queue_timeout: float = 30.0
     max_attempts: int = 3
@@ -104,6 +108,11 @@ class EndpointConfig:
             raise ValueError("base_urls must be a non-empty tuple of URLs")
         if self.max_attempts < 1 or self.max_concurrency < 1:
             raise ValueError("max_attempts and max_concurrency must be at least 1")
+
+    @property
+    def first_wait(self) -> float:
+        """Longest wait for a reply's first bytes (never shorter than `read_timeout`)."""
+        return max(self.read_timeout, self.first_token_timeout)
 
 
 class ModelUnavailable(Exception):
@@ -184,7 +193,7 @@ class LLMClient:
             transport=transport,
             headers=headers,
             timeout=httpx.Timeout(
-                config.read_timeout, connect=config.connect_timeout, pool=config.connect_timeout
+                config.first_wait, connect=config.connect_timeout, pool=config.connect_timeout
             ),
             limits=httpx.Limits(
                 max_connections=config.max_concurrency + 2 * len(self._urls),
@@ -402,7 +411,7 @@ class LLMClient:
             self._slots.release()
 
     async def _json_once(self, method: str, url: str, payload: dict[str, Any] | None) -> Any:
-        deadline = self.config.connect_timeout + self.config.read_timeout
+        deadline = self.config.connect_timeout + self.config.first_wait
         try:
             async with asyncio.timeout(deadline):
                 response = await self._http.request(
@@ -425,7 +434,7 @@ class LLMClient:
         request = self._http.build_request(
             "POST", base + "/chat/completions", json=payload, headers=_trace_headers()
         )
-        deadline = cfg.connect_timeout + cfg.read_timeout
+        deadline = cfg.connect_timeout + cfg.first_wait
         try:
             async with asyncio.timeout(deadline):
                 response = await self._http.send(request, stream=True)
@@ -440,14 +449,16 @@ class LLMClient:
                         body = (await response.aread()).decode("utf-8", "replace")
                 _raise_for_status(response.status_code, body, response.headers)
             parser = _SSEParser()
+            wait = cfg.first_wait  # until the first line; then the gaps between lines
             while not parser.done:
                 try:
-                    async with asyncio.timeout(cfg.read_timeout):
+                    async with asyncio.timeout(wait):
                         line = await anext(lines)
                 except StopAsyncIteration:
                     break
                 except (TimeoutError, httpx.HTTPError) as exc:
-                    raise _transport_failure(exc, cfg.read_timeout, streaming=True) from None
+                    raise _transport_failure(exc, wait, streaming=True) from None
+                wait = cfg.read_timeout
                 for piece in parser.feed(line):
                     yield piece
             yield parser.finish()

@@ -519,6 +519,26 @@ def test_mid_stream_failure_is_not_retried(tail: bytes | float | Exception) -> N
     assert body.closed
 
 
+@pytest.mark.parametrize("first_token_timeout", [2.0, 0.0], ids=["waits", "default"])
+def test_a_busy_server_may_take_longer_for_the_first_bytes(first_token_timeout: float) -> None:
+    """A queueing server is slow to start an answer; the gaps between tokens stay short."""
+    body = Body(0.6, sse(chunk("年假")), sse(chunk("是")), b"data: [DONE]\n\n")
+    cfg = config(read_timeout=0.2, first_token_timeout=first_token_timeout)
+    got: list[StreamDelta] = []
+
+    async def go() -> None:
+        async with Server(streaming(body)).client(cfg) as client:
+            await collect(client.stream(MESSAGES), got)
+
+    if first_token_timeout:
+        run(go())
+        assert [d.content for d in got if d.content] == ["年假", "是"]
+    else:
+        with pytest.raises(ModelUnavailable):
+            run(go())
+        assert got == []
+
+
 def test_error_event_in_stream() -> None:
     bad = sse({"error": {"message": "prompt too long", "type": "BadRequestError", "code": 400}})
     server = Server(httpx.Response(200, content=bad))
