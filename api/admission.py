@@ -17,7 +17,7 @@ from api.schemas import UploadItem, UploadReport
 from core.errors import BadArchive, ZhikuError
 from core.repo import documents
 from core.settings import Settings
-from core.storage import OriginalStore
+from core.storage import OriginalStore, disk_full, is_disk_full, require_free_space
 from ingest.archive import MemberUnreadable, open_zip
 from ingest.detect import MEDIA_TYPES, detect_type
 
@@ -54,19 +54,37 @@ def admit(
     library_id: int,
     files: list[ReceivedFile],
     user_id: int | None,
+    *,
+    stored: list[str] | None = None,
 ) -> tuple[UploadReport, list[tuple[int, int]]]:
-    """Returns the per-file report and the (document id, version) pairs to enqueue."""
+    """Returns the per-file report and the (document id, version) pairs to enqueue.
+
+    The sha256 of every original this call newly wrote is appended to `stored`: if the
+    caller's commit then fails, `discard_new_originals` removes them. When the disk is (or
+    becomes) too full, DiskFull is raised, the session is rolled back and the originals this
+    call wrote are removed: all or nothing, never some files stored without their rows."""
     store = OriginalStore(settings.originals_dir)
     items: list[UploadItem] = []
     queued: list[tuple[int, int]] = []
-    for received in files:
-        cand = Candidate(received.path, received.filename, received.size, received.sha256)
-        for item in _admit_file(session, settings, store, library_id, cand, user_id):
-            items.append(item)
-            if item.status == "queued" and item.document_id is not None:
-                doc = documents.get(session, item.document_id)
-                assert doc is not None
-                queued.append((item.document_id, doc.version))
+    written: list[str] = [] if stored is None else stored
+    try:
+        require_free_space(settings.data_dir, settings.min_free_bytes)
+        for received in files:
+            cand = Candidate(received.path, received.filename, received.size, received.sha256)
+            for item in _admit_file(session, settings, store, library_id, cand, user_id, written):
+                items.append(item)
+                if item.status == "queued" and item.document_id is not None:
+                    doc = documents.get(session, item.document_id)
+                    assert doc is not None
+                    queued.append((item.document_id, doc.version))
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        session.rollback()
+        discard_new_originals(session, settings, written)
+        if isinstance(exc, ZhikuError):
+            raise
+        raise disk_full() from exc
     report = UploadReport(
         queued=sum(i.status == "queued" for i in items),
         duplicates=sum(i.status == "duplicate" for i in items),
@@ -76,6 +94,16 @@ def admit(
     return report, queued
 
 
+def discard_new_originals(session: Session, settings: Settings, digests: list[str]) -> None:
+    """After a rolled-back admission: remove the originals it wrote that no committed
+    document refers to (another upload may have committed the same content meanwhile)."""
+    if not digests:
+        return
+    store = OriginalStore(settings.originals_dir)
+    for sha256 in set(digests) - documents.sha256_in_use(session, digests):
+        store.delete(sha256)
+
+
 def _admit_file(
     session: Session,
     settings: Settings,
@@ -83,6 +111,7 @@ def _admit_file(
     library_id: int,
     cand: Candidate,
     user_id: int | None,
+    written: list[str],
     in_archive: bool = False,
 ) -> Iterator[UploadItem]:
     folder, name = split_relpath(cand.relpath)
@@ -106,9 +135,10 @@ def _admit_file(
         )
         return
     if kind == "zip":
-        yield from _admit_zip(session, settings, store, library_id, cand, shown, user_id)
+        yield from _admit_zip(session, settings, store, library_id, cand, shown, user_id, written)
         return
-    store.put_file(cand.path, cand.sha256)
+    if store.add(cand.path, cand.sha256):
+        written.append(cand.sha256)
     reg = documents.register(
         session,
         documents.NewDocument(
@@ -144,6 +174,7 @@ def _admit_zip(
     cand: Candidate,
     shown: str,
     user_id: int | None,
+    written: list[str],
 ) -> Iterator[UploadItem]:
     """Each member of an archive becomes a document; its folder is the archive's folder plus
     the member's folder (a zipped folder — `wiki.zip` holding `wiki/…` — gives `wiki/…`, not
@@ -185,7 +216,7 @@ def _admit_zip(
                     continue
                 sub = Candidate(path, member_path, size, digest.hexdigest())
                 yield from _admit_file(
-                    session, settings, store, library_id, sub, user_id, in_archive=True
+                    session, settings, store, library_id, sub, user_id, written, in_archive=True
                 )
     except BadArchive as exc:
         yield UploadItem(file=shown, status="rejected", reason=exc.reason)

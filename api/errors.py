@@ -9,10 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import RateLimited, ZhikuError
+from core.storage import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _documented("The request is invalid; the message says what to change"),
     429: _documented("Too many requests or failed sign-ins; see Retry-After"),
 }
+
+
+DISK_FULL_MESSAGE = (
+    "the server's data disk is full, so nothing can be saved. An administrator must free space "
+    "on the disk that holds the data directory and the database; then try again"
+)
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -79,6 +86,15 @@ def install(app: FastAPI) -> None:
             error_body("out_of_range", "a number in the request is out of range"),
             status_code=422,
         )
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        # SQLite keeps its file in the data dir: a full disk fails every write (a sign-in's
+        # touch, an audit event). Say so instead of "something went wrong".
+        if not is_disk_full(exc):
+            return await _unexpected(request, exc)
+        log.error("the database's disk is full on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("disk_full", DISK_FULL_MESSAGE), status_code=507)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

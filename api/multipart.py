@@ -7,6 +7,7 @@ form parser would spool the whole body first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
 from core.errors import TooLarge, ZhikuError
+from core.storage import disk_full, is_disk_full
 
 
 @dataclass
@@ -54,6 +56,10 @@ class UploadReader:
     def cleanup(self) -> None:
         for f in self.files:
             f.path.unlink(missing_ok=True)
+        if self._part.file is not None and not self._part.file.closed:
+            # flushing the rest may fail (a full disk): the file goes anyway
+            with contextlib.suppress(OSError):
+                self._part.file.close()
         if self._part.path is not None:
             self._part.path.unlink(missing_ok=True)
 
@@ -84,6 +90,11 @@ class UploadReader:
                 if self._error is not None:
                     raise self._error
             parser.finalize()
+        except OSError as exc:
+            self.cleanup()
+            if is_disk_full(exc):  # the temporary copy could not be written
+                raise disk_full() from exc
+            raise
         except BaseException:
             self.cleanup()
             raise

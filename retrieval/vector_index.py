@@ -20,10 +20,24 @@ FLAT = "flat"
 IVF = "ivf"
 
 
+_search_threads: int | None = None  # what set_search_threads asked for; None: FAISS's default
+
+
 def set_search_threads(threads: int) -> None:
-    """FAISS's OpenMP threads for this process. One query on a small machine is fastest on one
-    thread (several spin against each other); batch index builds may use more."""
-    faiss.omp_set_num_threads(max(1, threads))
+    """FAISS's OpenMP threads for searches in this process. One query on a small machine is
+    fastest on one thread (several spin against each other); batch index builds may use more.
+
+    OpenMP keeps this number per thread: set here, it would not hold in the threads a web server
+    runs searches on (there FAISS would use every core, and its OpenBLAS threads were seen
+    spinning for minutes on a loaded machine). So each search applies it in its own thread."""
+    global _search_threads
+    _search_threads = max(1, threads)
+    faiss.omp_set_num_threads(_search_threads)
+
+
+def _apply_search_threads() -> None:
+    if _search_threads is not None and faiss.omp_get_max_threads() != _search_threads:
+        faiss.omp_set_num_threads(_search_threads)
 
 
 def nprobe_for(nlist: int) -> int:
@@ -149,6 +163,7 @@ class VectorIndex:
             return []
         if allow is not None and len(allow) == 0:
             return []
+        _apply_search_threads()
         q = _as_f32(query.reshape(1, -1))
         want = min(k, len(self), len(allow) if allow is not None else k)
         # The selectors must outlive the search: keep Python references until it returns.

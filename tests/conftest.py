@@ -102,6 +102,8 @@ def settings_env(s) -> dict[str, str]:  # type: ignore[no-untyped-def]
             "ZHIKU_LEASE_SECONDS": str(s.lease_seconds),
             "ZHIKU_REQUEUE_AFTER_SECONDS": str(s.requeue_after_seconds),
             "ZHIKU_RECONCILE_INTERVAL_SECONDS": str(s.reconcile_interval_seconds),
+            "ZHIKU_INDEX_BATCH_MAX_DOCS": str(s.index_batch_max_docs),
+            "ZHIKU_INDEX_BATCH_MAX_DELAY_SECONDS": str(s.index_batch_max_delay_seconds),
             "ZHIKU_MAX_UPLOAD_BYTES": str(s.max_upload_bytes),
         }
     )

@@ -3,6 +3,11 @@
 The Celery task wraps it; the CLI runs it in-process with `--inline`. It is idempotent by
 (document id, version): a claim token guards every state change, so a duplicate message, a
 document already done, or a stale worker waking up late all do nothing.
+
+Index publishes are group-committed (`workers.indexing.settle_library_index`): a document whose
+chunks are stored waits in `indexing`, without a claim, while other documents of its library
+are still ahead, and whoever ends one of those (ready, failed or skipped) decides again; the
+reconciler publishes what has waited too long.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from core.models import DocStatus, Document
 from core.repo import chunks as chunk_repo
 from core.repo import documents as doc_repo
 from core.settings import Settings
-from core.storage import OriginalStore
+from core.storage import OriginalStore, is_disk_full
 from core.types import ChunkDraft
 from ingest.chunk import chunk_elements
 from ingest.parse import parse_document
@@ -33,7 +38,7 @@ from ingest.title import document_title
 from retrieval.analyzer import analyze, text_language
 from retrieval.embedders import Embedder
 from workers.embedding import ingestion_embedder, ingestion_embedder_en
-from workers.indexing import sync_library_index
+from workers.indexing import DISK_FULL_REASON, settle_library_index
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class Outcome(StrEnum):
     failed = "failed"
     skipped = "skipped"  # done already, deleted, superseded, or being processed elsewhere
     busy = "busy"  # another live worker holds it
+    indexing = "indexing"  # chunks stored; a later publish of the library's index makes it ready
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,16 @@ def ingest_document(
             held = (
                 doc is not None
                 and doc.version == version
-                and doc.status in (DocStatus.parsing, DocStatus.embedding, DocStatus.indexing)
+                and doc.status in (DocStatus.parsing, DocStatus.embedding)
             )
-            return JobResult(Outcome.busy if held else Outcome.skipped, document_id)
+            if held:
+                return JobResult(Outcome.busy, document_id)
+            # Done, deleted, superseded, or `indexing` (processed: its chunks are stored and it
+            # waits for an index publish — a duplicate message, or a retry after a publish
+            # failed). Whoever ends a document decides whether the library's index is due.
+            if sync_index and doc is not None:
+                settle_library_index(settings, doc.library_id, embedder)
+            return JobResult(Outcome.skipped, document_id)
         doc = doc_repo.get(session, document_id)
         assert doc is not None
         # Every change to the row goes through a claim-guarded UPDATE (`_advance`): the object
@@ -90,22 +103,33 @@ def ingest_document(
             with _heartbeat(settings, document_id, token):
                 n = _process(settings, session, doc, token, embedder)
         except ClaimLost:
+            session.rollback()
+            if sync_index:
+                settle_library_index(settings, doc.library_id, embedder)
             return JobResult(Outcome.skipped, document_id)
         except BadDocument as exc:
             _record_failure(settings, session, document_id, token, exc.reason)
+            if sync_index:
+                settle_library_index(settings, doc.library_id, embedder)
             return JobResult(Outcome.failed, document_id, reason=exc.reason)
         except (TransientFault, OperationalError):
             raise  # the Celery task retries these with backoff
         except Exception as exc:  # a bug or an unexpected library error: record it, don't loop
+            if is_disk_full(exc):  # not the document's fault: retried once there is space
+                raise TransientFault(DISK_FULL_REASON) from exc
             log.exception("document %s failed unexpectedly", document_id)
             reason = (
                 f"unexpected error while processing ({type(exc).__name__}: {str(exc)[:300]}); "
                 "re-ingest it, and report it if it fails again"
             )
             _record_failure(settings, session, document_id, token, reason)
+            if sync_index:
+                settle_library_index(settings, doc.library_id, embedder)
             return JobResult(Outcome.failed, document_id, reason=reason)
-    if sync_index:
-        sync_library_index(settings, doc.library_id, embedder)
+    if sync_index and not settle_library_index(
+        settings, doc.library_id, embedder, deferring=(document_id, token)
+    ):
+        return JobResult(Outcome.indexing, document_id, chunks=n)
     return JobResult(Outcome.ready, document_id, chunks=n)
 
 

@@ -9,7 +9,7 @@ import time
 from core import db
 from core.repo import documents as doc_repo
 from core.settings import Settings
-from core.tasks import enqueue_ingest
+from core.tasks import enqueue_ingest, enqueue_sync_index
 from workers.retention import purge_expired_audit
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,8 @@ AUDIT_PURGE_EVERY_SECONDS = 3600.0
 
 
 def reconcile_once(settings: Settings) -> int:
-    """Enqueue documents left in a non-terminal state by a dead worker or a lost message."""
+    """Enqueue documents left in a non-terminal state by a dead worker or a lost message, and
+    index publishes for documents that waited too long for one (`publish_overdue`)."""
     with db.session_scope(settings) as session:
         stalled = doc_repo.stalled(session, settings.lease_seconds, settings.requeue_after_seconds)
         for doc_id, version in stalled:
@@ -25,7 +26,29 @@ def reconcile_once(settings: Settings) -> int:
         doc_repo.touch_enqueued(session, [i for i, _ in stalled])
     if stalled:
         log.info("re-enqueued %d stalled documents: %s", len(stalled), [i for i, _ in stalled])
+    publish_overdue(settings)
     return len(stalled)
+
+
+def publish_overdue(settings: Settings) -> list[int]:
+    """Enqueue an index publish for each library with documents that have waited in `indexing`
+    (chunks stored) longer than `index_batch_max_delay_seconds`: the worker that would have
+    published them died, or what is ahead of them is slow. At most one request per document
+    every `requeue_after_seconds` (a publish coalesces whatever waits). The libraries."""
+    with db.session_scope(settings) as session:
+        overdue = doc_repo.overdue_for_index(
+            session, settings.index_batch_max_delay_seconds, settings.requeue_after_seconds
+        )
+        for library_id in overdue:
+            enqueue_sync_index(library_id, settings)
+        doc_repo.touch_enqueued(session, [i for ids in overdue.values() for i in ids])
+    if overdue:
+        log.info(
+            "requested index publishes of %d libraries for documents waiting too long: %s",
+            len(overdue),
+            {lib: len(ids) for lib, ids in overdue.items()},
+        )
+    return sorted(overdue)
 
 
 class Reconciler(threading.Thread):

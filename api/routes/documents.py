@@ -8,10 +8,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api import admission
 from api.deps import IngestPrincipal, SearchPrincipal, SessionDep, SettingsDep, client_ip
+from api.errors import ErrorOut
 from api.multipart import UploadReader
 from api.schemas import ChunkOut, DocumentList, DocumentOut, UploadReport
 from core import access
@@ -20,7 +21,7 @@ from core.models import DocStatus, Document, Permission
 from core.repo import audit, documents, libraries
 from core.repo import chunks as chunk_repo
 from core.settings import Settings
-from core.storage import OriginalStore, PageCache
+from core.storage import OriginalStore, PageCache, disk_full, is_disk_full, require_free_space
 from core.tasks import enqueue_ingest, enqueue_sync_index
 from ingest.pages import render_pdf_page
 
@@ -68,11 +69,25 @@ def _enqueue(pairs: list[tuple[int, int]], settings: SettingsDep) -> None:
             return
 
 
+def _content_length(request: Request) -> int:
+    try:
+        return max(int(request.headers.get("content-length", "0")), 0)
+    except ValueError:
+        return 0
+
+
 @router.post(
     "/libraries/{library_id}/documents",
     response_model=UploadReport,
     status_code=202,
     openapi_extra=UPLOAD_BODY,
+    responses={
+        507: {
+            "model": ErrorOut,
+            "description": "`disk_full`: the data disk has too little free space; nothing "
+            "was stored (an administrator must free space, then upload again)",
+        }
+    },
 )
 async def upload(
     library_id: int,
@@ -82,8 +97,12 @@ async def upload(
     p: IngestPrincipal,
 ) -> UploadReport:
     access.require_library(session, p, library_id, Permission.write)
+    # A disk that cannot take the upload refuses it before a byte is read (507 disk_full).
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    require_free_space(settings.data_dir, settings.min_free_bytes, _content_length(request))
     reader = UploadReader(settings.tmp_dir, settings.max_upload_bytes)
     received = await reader.read(request)
+    stored: list[str] = []
     try:
         files = [f for f in received if f.field == "files"]
         if not files:
@@ -93,7 +112,9 @@ async def upload(
                 status=422,
             )
         try:
-            report, queued = admission.admit(session, settings, library_id, files, p.user.id)
+            report, queued = admission.admit(
+                session, settings, library_id, files, p.user.id, stored=stored
+            )
             audit.record(
                 session,
                 "document.upload",
@@ -106,6 +127,12 @@ async def upload(
                 rejected=report.rejected,
             )
             session.commit()  # rows and originals are durable before we answer 202
+        except OperationalError as exc:
+            if not is_disk_full(exc):  # SQLite in the data dir, or PostgreSQL's own disk
+                raise
+            session.rollback()
+            admission.discard_new_originals(session, settings, stored)
+            raise disk_full() from exc
         except IntegrityError:
             # The library was deleted while the files came in: its rows are gone.
             session.rollback()

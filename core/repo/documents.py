@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import case, delete, or_, update
 from sqlmodel import Session, col, func, select
 
 from core.models import ACTIVE_STATUSES, Chunk, DocStatus, Document, utcnow
@@ -139,9 +139,16 @@ def list_for_library(
     return list(rows), int(total)
 
 
+#: Statuses whose work is parsing, chunking or embedding. A document in `indexing` has its
+#: chunks stored (in the transaction that moved it there): what it still needs is an index
+#: publish of its library, never to be processed again.
+PRE_INDEX_STATUSES = (DocStatus.queued, DocStatus.parsing, DocStatus.embedding)
+
+
 def claim(session: Session, document_id: int, version: int, token: str, lease_s: int) -> bool:
-    """Take a document for processing. False when it is done, deleted, superseded or held by a
-    live worker (its heartbeat is younger than the lease)."""
+    """Take a document for processing. False when it is done, deleted, superseded, already
+    `indexing` (its chunks are stored), or held by a live worker (its heartbeat is younger
+    than the lease)."""
     now = utcnow()
     stale = now - timedelta(seconds=lease_s)
     result = session.execute(
@@ -149,7 +156,7 @@ def claim(session: Session, document_id: int, version: int, token: str, lease_s:
         .where(
             col(Document.id) == document_id,
             col(Document.version) == version,
-            col(Document.status).in_(ACTIVE_STATUSES),
+            col(Document.status).in_(PRE_INDEX_STATUSES),
             (col(Document.claim).is_(None))
             | (col(Document.heartbeat_at).is_(None))
             | (col(Document.heartbeat_at) < stale),
@@ -240,13 +247,16 @@ def _start_new_version(doc: Document, status: DocStatus) -> None:
 
 def stalled(session: Session, lease_s: int, requeue_after_s: int) -> list[tuple[int, int]]:
     """(id, version) of documents whose work was lost: a claim whose heartbeat stopped, or a
-    queued document nobody started within `requeue_after_s` (its message may be gone)."""
+    queued document nobody started within `requeue_after_s` (its message may be gone).
+
+    Not documents in `indexing`: their chunks are stored and they only wait for an index
+    publish of their library (`overdue_for_index` finds those nobody publishes)."""
     now = utcnow()
     lease_cut = now - timedelta(seconds=lease_s)
     queue_cut = now - timedelta(seconds=requeue_after_s)
     rows = session.exec(
         select(Document.id, Document.version).where(
-            col(Document.status).in_(ACTIVE_STATUSES),
+            col(Document.status).in_(PRE_INDEX_STATUSES),
             ((col(Document.claim).is_not(None)) & (col(Document.heartbeat_at) < lease_cut))
             | (
                 (col(Document.claim).is_(None))
@@ -257,11 +267,92 @@ def stalled(session: Session, lease_s: int, requeue_after_s: int) -> list[tuple[
     return [(int(i), int(v)) for i, v in rows if i is not None]
 
 
+@dataclass(frozen=True)
+class IndexBacklog:
+    """Where a library's documents stand with respect to its next index publish."""
+
+    ahead: int  # queued, parsing or embedding: they will reach `indexing` (or fail) later
+    awaiting: int  # in `indexing`: chunks stored, not yet in a published snapshot
+    overdue: int  # of the awaiting ones, those that have waited at least the maximum delay
+
+
+def index_backlog(session: Session, library_id: int, max_delay_s: float) -> IndexBacklog:
+    """The library's index backlog. A document's wait starts when it moved to `indexing`:
+    its `heartbeat_at` then (nothing renews it afterwards: a deferred document has no claim)."""
+    cut = utcnow() - timedelta(seconds=max_delay_s)
+    rows = session.exec(
+        select(
+            Document.status,
+            func.count(),
+            func.sum(case((col(Document.heartbeat_at) <= cut, 1), else_=0)),
+        )
+        .where(
+            Document.library_id == library_id,
+            col(Document.status).in_(ACTIVE_STATUSES),
+        )
+        .group_by(col(Document.status))
+    )
+    ahead = awaiting = overdue = 0
+    for status, n, late in rows:
+        if status == DocStatus.indexing:
+            awaiting, overdue = int(n), int(late or 0)
+        else:
+            ahead += int(n)
+    return IndexBacklog(ahead=ahead, awaiting=awaiting, overdue=overdue)
+
+
+def release_for_index(session: Session, document_id: int, token: str) -> bool:
+    """Give up the claim of a document whose chunks are stored (`indexing`) and that waits for
+    a later index publish of its library; False when it was published (or taken) already."""
+    result = session.execute(
+        update(Document)
+        .where(
+            col(Document.id) == document_id,
+            col(Document.claim) == token,
+            col(Document.status) == DocStatus.indexing,
+        )
+        .values(claim=None, updated_at=utcnow())
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def overdue_for_index(
+    session: Session, max_delay_s: float, requeue_after_s: int
+) -> dict[int, list[int]]:
+    """Library id → ids of its documents that have waited in `indexing` longer than
+    `max_delay_s` (whoever should have published them died, or is stuck), leaving out those a
+    publish was requested for (`touch_enqueued`) less than `requeue_after_s` ago."""
+    now = utcnow()
+    delay_cut = now - timedelta(seconds=max_delay_s)
+    queue_cut = now - timedelta(seconds=requeue_after_s)
+    rows = session.exec(
+        select(Document.library_id, Document.id).where(
+            col(Document.status) == DocStatus.indexing,
+            (col(Document.heartbeat_at).is_(None)) | (col(Document.heartbeat_at) <= delay_cut),
+            (col(Document.enqueued_at).is_(None))
+            | (col(Document.enqueued_at) < queue_cut)
+            | (
+                col(Document.heartbeat_at).is_not(None)
+                & (col(Document.enqueued_at) < col(Document.heartbeat_at))
+            ),
+        )
+    )
+    out: dict[int, list[int]] = {}
+    for library_id, doc_id in rows:
+        if doc_id is not None:
+            out.setdefault(int(library_id), []).append(int(doc_id))
+    return out
+
+
 def touch_enqueued(session: Session, ids: Sequence[int]) -> None:
     if ids:
-        session.execute(
-            update(Document).where(col(Document.id).in_(ids)).values(enqueued_at=utcnow())
-        )
+        now = utcnow()
+        for start in range(0, len(ids), 900):  # SQLite: at most 999 bound parameters
+            batch = list(ids[start : start + 900])
+            session.execute(
+                update(Document).where(col(Document.id).in_(batch)).values(enqueued_at=now)
+            )
         session.commit()
 
 

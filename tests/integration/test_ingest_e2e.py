@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import redis
@@ -199,12 +200,21 @@ def test_worker_killed_mid_document_is_finished_by_the_next(
     worker.start()
     done = _wait(settings, [doc_id], timeout=300)[doc_id]
     assert done.status == DocStatus.ready, done.reason  # type: ignore[attr-defined]
+    # One version, finished by the second worker (the first one's claim counted too).
+    assert (done.version, done.attempts >= 2) == (1, True)  # type: ignore[attr-defined]
     with db.session_scope(settings) as s:
         rows = chunk_repo.for_document(s, doc_id)
+        assert documents.list_for_library(s, lib)[1] == 1  # one document, not two
     ordinals = [c.ordinal for c in rows]
     assert ordinals == list(range(len(rows))), "no duplicate or missing chunks"
+    assert done.chunk_count == len(rows)  # type: ignore[attr-defined]
+    # Both indexes of the published snapshot hold each chunk exactly once.
+    manifest = read_manifest(settings.indexes_dir, lib)
     snap = LibraryReader(settings.indexes_dir, lib).current()
-    assert snap is not None and sorted(snap.chunk_ids.tolist()) == sorted(c.id for c in rows)
+    assert snap is not None and manifest is not None and manifest.count == len(rows)
+    keyword_ids = snap.chunk_ids.tolist()
+    vector_ids = faiss.vector_to_array(snap.vectors.index.id_map).tolist()
+    assert sorted(keyword_ids) == sorted(vector_ids) == sorted(c.id for c in rows)
 
 
 def test_lost_queue_is_recovered_from_the_database(
