@@ -43,7 +43,7 @@ SHOTS = REPO / "test-artifacts" / "ui"
 ADMIN, ADMIN_PASSWORD = "ui-admin", "Lantern-Otter-1987"
 STAFF, STAFF_PASSWORD = "ui-staff", "Quokka-Harbour-2291"
 LIBRARY = "Staff handbook"
-QUESTION = "How many days of annual leave do employees get?"
+QUESTION = "How many days of annual leave do employees get per year?"
 XSS_NAME = "<img src=x onerror=window.__xss=1>.txt"  # browsers send \" as %22: no quotes
 XSS_TEXT = (
     "Badge policy\n\nVisitors wear a red badge at all times. "
@@ -69,7 +69,8 @@ def _docx(heading: str, paragraphs: list[str]) -> bytes:
 
 def _pdf() -> bytes:
     # The bundled test model is tiny (135M): with greedy decoding this library's question gets
-    # a cited answer; some other mixes of passages make it answer nothing at all.
+    # a cited answer; some other mixes of passages, or wordings of the question, make it answer
+    # nothing at all ("… do employees get?" did on the clean run at d72a030).
     return make_pdf(
         [
             Page(
