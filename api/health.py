@@ -20,7 +20,6 @@ import anyio
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from kombu import Connection
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -79,14 +78,7 @@ def check_workers(settings: Settings) -> Check:
     """At least one worker answers a broadcast ping (we stop waiting at the first answer)."""
     check_redis(settings)  # kombu would retry a dead broker for a long time
     app = tasks.celery_app(settings)
-    with Connection(
-        settings.redis_url,
-        connect_timeout=REDIS_TIMEOUT,
-        transport_options={
-            "socket_connect_timeout": REDIS_TIMEOUT,
-            "socket_timeout": WORKER_TIMEOUT + 1,
-        },
-    ) as conn:
+    with system_status.control_connection(settings) as conn:
         replies = app.control.ping(timeout=WORKER_TIMEOUT, limit=1, connection=conn) or []
     names = sorted(name for reply in replies for name in reply)
     if not names:

@@ -148,6 +148,18 @@ def _redis(settings: Settings) -> redis.Redis:
     )
 
 
+def control_connection(settings: Settings) -> Connection:
+    """A broker connection for worker broadcasts that gives up quickly when Redis is away."""
+    return Connection(
+        settings.redis_url,
+        connect_timeout=REDIS_TIMEOUT,
+        transport_options={
+            "socket_connect_timeout": REDIS_TIMEOUT,
+            "socket_timeout": WORKER_TIMEOUT + 1,
+        },
+    )
+
+
 def workers_status(settings: Settings) -> WorkersStatus:
     """The workers that answer a broadcast within `WORKER_TIMEOUT`, with their running tasks."""
     client = _redis(settings)
@@ -156,14 +168,7 @@ def workers_status(settings: Settings) -> WorkersStatus:
     finally:
         client.close()
     app = tasks.celery_app(settings)
-    with Connection(
-        settings.redis_url,
-        connect_timeout=REDIS_TIMEOUT,
-        transport_options={
-            "socket_connect_timeout": REDIS_TIMEOUT,
-            "socket_timeout": WORKER_TIMEOUT + 1,
-        },
-    ) as conn:
+    with control_connection(settings) as conn:
         replies = app.control.inspect(timeout=WORKER_TIMEOUT, connection=conn).active() or {}
     workers = sorted(
         (

@@ -14,6 +14,7 @@ one transaction. See docs/adr/0011-backup-and-restore.md for why not pg_dump.
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,7 +86,7 @@ def _unreachable(url: str, exc: Exception) -> BackupError:
     )
 
 
-class DatabaseSnapshot:
+class DatabaseSnapshot(ABC):
     """A read-only view of the database fixed at the moment it was opened."""
 
     kind = ""
@@ -123,11 +124,11 @@ class DatabaseSnapshot:
         out["originals"] = len(self.original_digests())
         return out
 
-    def estimated_bytes(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def estimated_bytes(self) -> int: ...
 
-    def dump(self, writer: FileWriter, progress: ProgressFn = no_progress) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def dump(self, writer: FileWriter, progress: ProgressFn = no_progress) -> dict[str, Any]: ...
 
     def close(self) -> None:
         try:
