@@ -111,7 +111,7 @@ lint: install
 # $(BENCH_LOAD_DOCS) documents uploaded through the api. Then the retrieval quality evaluations.
 BENCH_OUT ?= bench-results
 BENCH_LOAD_DOCS ?= 10000
-bench: install services
+bench: install models-env services
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	$(BIN)/zhiku bench ingest --docs $(BENCH_DOCS) --label "eval docs (every format)" --out $(BENCH_OUT)/ingest-docs.json
 	rm -rf .bench-text && $(BIN)/python scripts/corpus_to_files.py $(BENCH_TEXT) .bench-text
