@@ -183,7 +183,8 @@ class Metrics:
         )
         self.answers = Counter(
             "zhiku_answers",
-            "Answers by outcome: answered, not_found, blocked, failed",
+            "Answers by outcome: answered, quoted (the model gave no answer), not_found, "
+            "blocked, failed",
             ["outcome"],
             registry=r,
         )
@@ -230,6 +231,8 @@ class Metrics:
             self.answers.labels("blocked").inc()
         elif result.not_found:
             self.answers.labels("not_found").inc()
+        elif result.fallback:
+            self.answers.labels("quoted").inc()
         else:
             self.answers.labels("answered").inc()
         if "ttft_ms" in t:

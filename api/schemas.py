@@ -195,7 +195,8 @@ class ChatOut(BaseModel):
     blocked: bool
     flags: dict[str, object] = Field(
         description="uncited_sentences, unsupported_sentences, removed_markers, redacted, "
-        "blocked_by, blocked_categories, truncated"
+        'blocked_by, blocked_categories, truncated, fallback ("extractive" when the model '
+        "gave no answer and the best passage is quoted instead)"
     )
     reasoning: str = Field("", description="A reasoning model's thinking, kept apart")
     timings: dict[str, float]

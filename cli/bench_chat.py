@@ -285,7 +285,7 @@ async def platform_request(
     s.counted_tokens = count("".join(pieces)) if pieces else None
     if done.get("blocked"):
         s.excluded = "blocked"
-    elif first is None:
+    elif first is None or (done.get("flags") or {}).get("fallback"):  # no model text to time
         s.excluded = "not_found" if done.get("not_found") else "empty"
     if s.excluded:
         s.note = f"{question!r} → {str(done.get('answer'))[:80]!r}"

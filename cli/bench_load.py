@@ -242,7 +242,7 @@ async def ask(
     t.tokens = int(usage) if usage is not None else (count("".join(pieces)) if pieces else None)
     if done.get("blocked"):
         t.excluded = "blocked"
-    elif first is None:
+    elif first is None or (done.get("flags") or {}).get("fallback"):  # no model text to time
         t.excluded = "not_found" if done.get("not_found") else "empty"
     else:
         t.ttft_ms = (first - started) * 1000

@@ -30,8 +30,10 @@ from serving.citations import (
     Citation,
     SentenceCheck,
     add_missing_citations,
+    cited_span,
     resolve,
     split_sentences,
+    strip_markers,
 )
 from serving.llm_client import LLMClient, ModelRequestError, ModelUnavailable
 from serving.prompts import (
@@ -53,6 +55,11 @@ NO_MODEL = (
     "No language model is configured: start one with `zhiku models serve` "
     "or set ZHIKU_MAIN_BASE_URLS and ZHIKU_MAIN_MODEL."
 )
+NO_MODEL_ANSWER = {
+    "zh": "模型没有生成回答。最相关的原文是：「{excerpt}」[1]",
+    "en": "The model gave no answer. The most relevant passage says: “{excerpt}” [1]",
+}
+_EXCERPT_CHARS = 400
 MODEL_UNAVAILABLE = {
     "zh": "语言模型暂时不可用，请稍后重试。",
     "en": "The language model is unavailable right now; please try again in a moment.",
@@ -90,6 +97,8 @@ class AnswerResult:
     reasoning: str = ""
     redacted: list[str] = field(default_factory=list)  # kinds of personal data removed
     auto_cited: list[str] = field(default_factory=list)  # sentences whose marker we added
+    # "extractive": the model said nothing, so the answer quotes the best passage instead
+    fallback: str | None = None
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -106,6 +115,7 @@ class AnswerResult:
             "blocked_by": self.block.layer if self.block and not self.block.safe else None,
             "blocked_categories": self.block.categories if self.block else [],
             "truncated": self.finish_reason in ("length", "repetition"),
+            "fallback": self.fallback,
         }
 
 
@@ -344,6 +354,12 @@ class Answerer:
                 verdict = await self._screen_window(gate.text, screened_upto, question)
             if not verdict.safe:
                 self._block_answer(result, verdict)
+            elif not gate.released.strip():
+                # Small models sometimes stop at once with nothing to say. An empty reply is
+                # no answer: quote what the best passage says, cited, and say so.
+                self._quote_best_passage(result, prompt.passages)
+                async for event in self._emit(result.answer, [1], prompt.passages):
+                    yield event
             else:
                 for release in (tail, final):
                     async for event in self._emit(
@@ -374,6 +390,20 @@ class Answerer:
         result.blocked, result.block = True, verdict
         result.answer = BLOCKED_ANSWER[result.lang]
         result.citations, result.sources, result.sentences = [], [], []
+
+    def _quote_best_passage(self, result: AnswerResult, passages: list[Passage]) -> None:
+        best = passages[0]
+        start, end = cited_span(result.standalone_question, best.text)
+        excerpt = " ".join(strip_markers(best.text[start:end]).split())
+        if len(excerpt) > _EXCERPT_CHARS:
+            excerpt = excerpt[: _EXCERPT_CHARS - 1].rstrip() + "…"
+        # End punctuation inside the quote would end the sentence before its marker.
+        excerpt = excerpt.rstrip("。！？；.!?;")
+        cited = resolve(NO_MODEL_ANSWER[result.lang].format(excerpt=excerpt), passages[:1])
+        result.answer, result.citations, result.sources = cited.text, cited.citations, cited.sources
+        # Only the quote is a claim; the sentence saying the model was silent cites nothing.
+        result.sentences = [s for s in cited.sentences if s.cited]
+        result.fallback = "extractive"
 
     def _finish(self, result: AnswerResult, text: str, passages: list[Passage]) -> None:
         text = text.strip()

@@ -100,6 +100,11 @@ def resolve(
     return CitedAnswer(text, citations, sources, checks, removed)
 
 
+def strip_markers(text: str) -> str:
+    """The text without anything that reads as a citation marker."""
+    return _MARKER.sub("", text)
+
+
 def content_tokens(text: str) -> set[str]:
     """Chinese character bigrams (single characters for one-character runs) and English words
     without stop words, after NFKC and lower-casing."""

@@ -496,3 +496,53 @@ def test_standalone_question_is_not_rewritten() -> None:
     _done(_run(_answerer(llm, retrieve), "公司员工的病假一共有几天时间？", HISTORY))
     assert llm.chats == []
     assert retrieve.queries == ["公司员工的病假一共有几天时间？"]
+
+
+# --- the model says nothing ------------------------------------------------------------------
+
+
+def test_empty_reply_quotes_the_best_passage_instead() -> None:
+    cases = (
+        (
+            ZH,
+            "员工年假有几天？",
+            "模型没有生成回答。最相关的原文是：「员工入职满一年后享有五天带薪年假」[1]",
+        ),
+        (
+            EN,
+            "How often is the pump shaft seal replaced?",
+            "The model gave no answer. The most relevant passage says: "
+            "\u201cReplace the shaft seal of the pump every six months\u201d [1]",
+        ),
+    )
+    for passages, question, expected in cases:
+        for pieces in ([], ["  \n"], ["<think>nothing to add</think>"]):
+            events = _run(_answerer(FakeLLM(pieces), FakeRetriever(passages)), question)
+            result = _done(events)
+            assert result.answer == expected, (pieces, result.answer)
+            assert _tokens(events).strip() == expected  # streamed as stored
+            assert [(e.marker, e.passage) for e in events if isinstance(e, CitationEvent)] == [
+                (1, passages[0])
+            ]
+            assert result.fallback == "extractive" and result.flags["fallback"] == "extractive"
+            assert [c.marker for c in result.citations] == [1]
+            assert result.sources == [passages[0]]
+            assert not result.blocked and not result.not_found
+            # The quote is checked against its passage; the lead-in is not a claim.
+            assert len(result.sentences) == 1 and result.sentences[0].cited == [1]
+            assert result.sentences[0].flag is None
+            assert result.flags["uncited_sentences"] == []
+
+
+def test_quoted_passage_loses_its_own_markers_and_is_cut_short() -> None:
+    long = _p(1, "年假规定[3]：" + "员工入职满一年后享有五天带薪年假，" * 40 + "以此为准。")
+    result = _done(_run(_answerer(FakeLLM([]), FakeRetriever([long])), "员工年假有几天？"))
+    assert result.fallback == "extractive"
+    assert "[3]" not in result.answer and result.answer.endswith("…」[1]")
+    assert len(result.answer) < 460
+    assert [c.marker for c in result.citations] == [1]
+
+
+def test_a_real_answer_is_not_replaced() -> None:
+    result = _done(_run(_answerer(FakeLLM(ANSWER_PIECES), FakeRetriever(ZH)), "年假有几天？"))
+    assert result.fallback is None and result.flags["fallback"] is None

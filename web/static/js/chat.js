@@ -50,6 +50,7 @@ addStrings({
     copy: "Copy",
     copied: "Copied",
     empty_answer: "The model gave no answer. Retry, or ask in other words.",
+    quoted_answer: "Quoted from the documents: the model gave no answer. Retry, or ask in other words.",
   },
   zh: {
     new_chat: "新建对话",
@@ -93,6 +94,7 @@ addStrings({
     copy: "复制",
     copied: "已复制",
     empty_answer: "模型没有给出回答。请重试，或换个说法提问。",
+    quoted_answer: "原文摘录：模型没有给出回答。请重试，或换个说法提问。",
   },
 });
 
@@ -376,6 +378,7 @@ export async function render(main, { conversationId }, ctx) {
     if (result.blocked) status.append(badge(t("blocked"), "danger"));
     else if (result.not_found) status.append(badge(t("not_found"), "info"), h("p", { class: "muted small" }, t("not_found_hint")));
     if (result.flags && result.flags.sources_withheld) status.append(badge(t("sources_withheld"), "warn"));
+    if (result.flags && result.flags.fallback === "extractive") status.append(badge(t("quoted_answer"), "info"));
   }
 
   /** The model stopped without a word (it happens with small models): say so, offer a retry. */
