@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
@@ -45,12 +46,34 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with Session(db.get_engine(settings), expire_on_commit=False) as session:
+# Sessions are closed by their own small set of threads. Closed from the shared threadpool, a
+# finished request kept its connection until a thread was free, and the threads could all be
+# waiting for a connection: nothing moved until the pool's timeout (30 s, then 500s).
+_closers = anyio.CapacityLimiter(4)
+
+
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """The request's session. Created here, used by the route (in the threadpool), and closed
+    as soon as the route is done, whatever the threadpool is busy with."""
+    session = Session(db.get_engine(settings), expire_on_commit=False)
+    try:
         yield session
+    finally:
+        await anyio.to_thread.run_sync(session.close, limiter=_closers)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def release_connection(session: Session) -> None:
+    """End the session's transaction (keeping what it loaded) so that its pooled connection
+    is free again. Async code must call it before it awaits anything: a connection held across
+    an await lets concurrent requests drain the pool, and the next checkout then blocks the
+    event loop that would release them (30 s, then a 500)."""
+    if session.in_transaction():
+        session.commit()
+
+
 _bearer = HTTPBearer(auto_error=False, description="A sign-in token or an API key")
 _cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Web session")
 _act_as = APIKeyHeader(
@@ -120,7 +143,11 @@ def _rate_key(p: Principal) -> str:
     return f"key:{p.api_key.id}" if p.api_key else f"user:{p.user.id}"
 
 
-async def authenticate(
+def _by_cookie(creds: HTTPAuthorizationCredentials | None, cookie: str | None) -> bool:
+    return bool(cookie) and not (creds is not None and creds.scheme.lower() == "bearer")
+
+
+def identify(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -128,7 +155,8 @@ async def authenticate(
     cookie: CookieDep,
     act_as: ActAsDep,
 ) -> Principal:
-    """Who is asking (401 when nobody valid); rate limited."""
+    """Who is asking (401 when nobody valid), from the database. A plain function, so FastAPI
+    runs it in the threadpool: a wait for a pooled connection must never block the event loop."""
     idle = timedelta(minutes=settings.session_idle_minutes)
     principal: Principal | None = None
     if creds is not None and creds.scheme.lower() == "bearer":
@@ -144,7 +172,6 @@ async def authenticate(
         user = tokens.user_for(session, cookie, idle=idle, kind="cookie")
         if user is None:
             raise Unauthorized("your session has expired; sign in again", code="session_expired")
-        await _check_csrf(request, cookie)
         principal = Principal(user=user)
     if principal is None:
         raise Unauthorized(
@@ -162,6 +189,21 @@ async def authenticate(
             "change your password first: POST /api/v1/auth/password",
             code="password_change_required",
         )
+    release_connection(session)  # what follows awaits; the session keeps what it loaded
+    return principal
+
+
+async def authenticate(
+    request: Request,
+    settings: SettingsDep,
+    creds: BearerDep,
+    cookie: CookieDep,
+    principal: Principal = Depends(identify),
+) -> Principal:
+    """Who is asking, with the web session's CSRF token checked; rate limited."""
+    if _by_cookie(creds, cookie):
+        assert cookie is not None
+        await _check_csrf(request, cookie)
     who = _rate_key(principal)
     enforce(limiter(request), f"req:{who}", settings.rate_limit_per_minute, 60, "requests")
     return principal

@@ -24,8 +24,9 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from api import system_status
-from api.deps import ActAsDep, BearerDep, CookieDep, SettingsDep, authenticate
+from api.deps import ActAsDep, BearerDep, CookieDep, SettingsDep, authenticate, identify
 from core import db, tasks
+from core.access import Principal
 from core.errors import ZhikuError
 from core.settings import Settings
 
@@ -155,14 +156,19 @@ async def _is_admin(
     """Whether valid admin credentials came; invalid ones count as none (no 401 here)."""
     if creds is None and not cookie:
         return False
-    with Session(db.get_engine(settings), expire_on_commit=False) as session:
-        try:
-            principal = await authenticate(request, session, settings, creds, cookie, act_as)
-        except ZhikuError:
-            return False
-        except Exception:  # the database is down: the checks will say so, to nobody
-            return False
-        return principal.is_admin
+
+    def who() -> Principal:
+        with Session(db.get_engine(settings), expire_on_commit=False) as session:
+            return identify(request, session, settings, creds, cookie, act_as)
+
+    try:
+        principal = await anyio.to_thread.run_sync(who)
+        principal = await authenticate(request, settings, creds, cookie, principal)
+    except ZhikuError:
+        return False
+    except Exception:  # the database is down: the checks will say so, to nobody
+        return False
+    return principal.is_admin
 
 
 @router.get("/healthz")

@@ -36,14 +36,23 @@ def get_engine(settings: Settings | None = None) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
+            # No wait for a pooled connection, ever (max_overflow=-1: extra connections are
+            # opened, then closed on return). A request holds its connection from its first
+            # query until the response is out, and its last steps (the response's validation,
+            # the session's teardown) need a free thread: with a bounded pool, a burst of
+            # requests left every thread waiting for a connection that only a thread could
+            # give back, and answered 500 after the 30 s pool timeout.
             if url.startswith("sqlite"):
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(
-                    url, connect_args={"check_same_thread": False, "timeout": 30}
+                    url,
+                    connect_args={"check_same_thread": False, "timeout": 30},
+                    pool_size=5,
+                    max_overflow=-1,
                 )
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=-1)
             _engines[url] = engine
     return engine
 

@@ -8,10 +8,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.answers import engine_for, prepare_turn, run_turn
+from api.answers import Turnout, engine_for, prepare_turn, run_turn
 from api.deps import AskPrincipal, SessionDep, SettingsDep, client_ip
 from api.errors import error_body
 from api.html_render import markdown_html
@@ -56,29 +57,35 @@ async def chat(
             f"the question is longer than {settings.max_question_chars} characters", status=422
         )
     user = p.user
-    requested = body.library_ids
-    if requested is None and body.conversation_id is not None:
-        assert user.id is not None
-        conv = conversations.get_owned(
-            session, body.conversation_id, user.id, p.api_key.id if p.api_key else None
-        )
-        # a library no longer readable is left out, not an error
-        readable = set(access.library_permissions(session, p))
-        requested = [i for i in conv.library_ids if i in readable] or None
-    library_ids = access.readable_library_ids(session, p, requested)
-    fields = p.audit_fields()
-    turn = prepare_turn(
-        session,
-        user,
-        library_ids,
-        body.conversation_id,
-        settings.history_turns,
-        api_key_id=fields["actor_api_key_id"],
-        client_ip=client_ip(request),
-        filters=access.document_filters(session, p, library_ids),
-        audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
-    )
-    session.close()
+
+    def prepare() -> Turnout:  # in a worker thread: nothing here may block the event loop
+        requested = body.library_ids
+        if requested is None and body.conversation_id is not None:
+            assert user.id is not None
+            conv = conversations.get_owned(
+                session, body.conversation_id, user.id, p.api_key.id if p.api_key else None
+            )
+            # a library no longer readable is left out, not an error
+            readable = set(access.library_permissions(session, p))
+            requested = [i for i in conv.library_ids if i in readable] or None
+        library_ids = access.readable_library_ids(session, p, requested)
+        fields = p.audit_fields()
+        try:
+            return prepare_turn(
+                session,
+                user,
+                library_ids,
+                body.conversation_id,
+                settings.history_turns,
+                api_key_id=fields["actor_api_key_id"],
+                client_ip=client_ip(request),
+                filters=access.document_filters(session, p, library_ids),
+                audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
+            )
+        finally:
+            session.close()
+
+    turn = await anyio.to_thread.run_sync(prepare)
     engine = await engine_for(request)
 
     if body.stream:

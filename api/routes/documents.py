@@ -6,14 +6,22 @@ from pathlib import Path as FilePath
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
+import anyio
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api import admission
-from api.deps import IngestPrincipal, SearchPrincipal, SessionDep, SettingsDep, client_ip
+from api.deps import (
+    IngestPrincipal,
+    SearchPrincipal,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    release_connection,
+)
 from api.errors import ErrorOut
-from api.multipart import UploadReader
+from api.multipart import ReceivedFile, UploadReader
 from api.schemas import ChunkOut, DocumentList, DocumentOut, UploadReport
 from core import access
 from core.errors import Forbidden, NotFound, ZhikuError
@@ -96,21 +104,15 @@ async def upload(
     settings: SettingsDep,
     p: IngestPrincipal,
 ) -> UploadReport:
-    access.require_library(session, p, library_id, Permission.write)
-    # A disk that cannot take the upload refuses it before a byte is read (507 disk_full).
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    require_free_space(settings.data_dir, settings.min_free_bytes, _content_length(request))
-    reader = UploadReader(settings.tmp_dir, settings.max_upload_bytes)
-    received = await reader.read(request)
-    stored: list[str] = []
-    try:
-        files = [f for f in received if f.field == "files"]
-        if not files:
-            raise ZhikuError(
-                "no files received: send them in the multipart field 'files'",
-                code="no_files",
-                status=422,
-            )
+    def check() -> None:
+        access.require_library(session, p, library_id, Permission.write)
+        # A disk that cannot take the upload refuses it before a byte is read (507 disk_full).
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        require_free_space(settings.data_dir, settings.min_free_bytes, _content_length(request))
+        release_connection(session)  # not held while the files come in: that can take minutes
+
+    def admit(files: list[ReceivedFile]) -> tuple[UploadReport, list[tuple[int, int]]]:
+        stored: list[str] = []
         try:
             report, queued = admission.admit(
                 session, settings, library_id, files, p.user.id, stored=stored
@@ -139,6 +141,21 @@ async def upload(
             if libraries.get(session, library_id) is None:
                 raise NotFound(f"library {library_id} not found") from None
             raise
+        return report, queued
+
+    # The database and the files are worked on in worker threads, never on the event loop.
+    await anyio.to_thread.run_sync(check)
+    reader = UploadReader(settings.tmp_dir, settings.max_upload_bytes)
+    received = await reader.read(request)
+    try:
+        files = [f for f in received if f.field == "files"]
+        if not files:
+            raise ZhikuError(
+                "no files received: send them in the multipart field 'files'",
+                code="no_files",
+                status=422,
+            )
+        report, queued = await anyio.to_thread.run_sync(admit, files)
     finally:
         reader.cleanup()
     if len(files) == 1 and report.rejected == 1 and len(report.items) == 1:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -131,33 +132,39 @@ async def chat_completions(
 ) -> Any:
     key = principal.api_key
     assert key is not None
-    scoped = _scoped_libraries(session, principal)
-    if body.model == ALL_LIBRARIES:
-        library_ids = [lib.id for lib in scoped if lib.id is not None]
-    else:
-        match = [lib.id for lib in scoped if lib.name == body.model and lib.id is not None]
-        if not match:
-            raise NotFound(f"model {body.model!r} not found; GET /v1/models lists yours")
-        library_ids = match
     turns = [Turn(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
         raise ZhikuError("the last message must be a non-empty user message", status=422)
     question, history = turns[-1].content, turns[:-1]
     first = next((t.content for t in turns if t.role == "user"), question)
     affinity = hashlib.sha256(f"{key.id}:{first}".encode()).hexdigest()[:16]
-    fields = principal.audit_fields()
-    turn = Turnout(
-        principal.user,
-        library_ids,
-        None,
-        history,
-        api_key_id=key.id,
-        client_ip=client_ip(request),
-        store=False,
-        filters=access.document_filters(session, principal, library_ids),
-        audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
-    )
-    session.close()
+
+    def prepare() -> Turnout:  # in a worker thread: nothing here may block the event loop
+        try:
+            scoped = _scoped_libraries(session, principal)
+            if body.model == ALL_LIBRARIES:
+                library_ids = [lib.id for lib in scoped if lib.id is not None]
+            else:
+                match = [lib.id for lib in scoped if lib.name == body.model and lib.id is not None]
+                if not match:
+                    raise NotFound(f"model {body.model!r} not found; GET /v1/models lists yours")
+                library_ids = match
+            fields = principal.audit_fields()
+            return Turnout(
+                principal.user,
+                library_ids,
+                None,
+                history,
+                api_key_id=key.id,
+                client_ip=client_ip(request),
+                store=False,
+                filters=access.document_filters(session, principal, library_ids),
+                audit_detail={k: v for k, v in fields.items() if not k.startswith("actor_")},
+            )
+        finally:
+            session.close()
+
+    turn = await anyio.to_thread.run_sync(prepare)
     engine = await engine_for(request)
     cid = f"chatcmpl-zk-{uuid.uuid4().hex[:20]}"
 

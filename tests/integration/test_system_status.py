@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api import system_status
@@ -26,7 +25,7 @@ from core import db, tasks
 from core.models import DocStatus, Document
 from core.settings import Settings
 from tests.conftest import TEST_REDIS_URL, WorkerProcess
-from tests.integration.api_helpers import V1, auth, create_user
+from tests.integration.api_helpers import V1, auth, create_user, serving
 from workers.batch import run_inline
 
 pytestmark = pytest.mark.integration
@@ -237,32 +236,6 @@ def test_hung_redis_and_model_server_answer_in_time(settings: Settings, admin_to
     (safety,) = out["models"]["safety"]["replicas"]
     assert safety["up"] is False and safety["error"].startswith("ConnectError")
     assert out["documents"]["ok"] is True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` served over HTTP on a free port (uvicorn in a thread); its base URL."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_a_model_server_that_answers(
