@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import typer
 from rich.progress import (
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 
 from core.backup import BackupError, ProgressFn, restore_backup
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from workers.backup import create_backup
 
 BYTE_STAGES = {"indexes", "verifying", "files"}
@@ -51,21 +52,38 @@ def _bars(quiet: bool) -> Iterator[ProgressFn]:
         yield update
 
 
+class _Result(Protocol):
+    def as_json(self) -> dict[str, object]: ...
+
+
+R = TypeVar("R", bound=_Result)
+
+
+def _carry_out(
+    action: Callable[[Settings, Path, ProgressFn], R], path: Path, as_json: bool
+) -> R | None:
+    """Run a backup or a restore with progress bars; its result, or None once printed as
+    JSON. A BackupError ends the command with its message (exit 1)."""
+    try:
+        with _bars(as_json) as progress:
+            result = action(get_settings(), path, progress)
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), ensure_ascii=False))
+        return None
+    return result
+
+
 def backup(
     dest: Path = typer.Argument(..., help="A new (or empty) directory to write the backup to"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Back up the database, the originals, the search indexes and the instance secrets while
     the system runs. The backup holds secrets: keep it as safe as the server."""
-    settings = get_settings()
-    try:
-        with _bars(as_json) as progress:
-            result = create_backup(settings, dest, progress)
-    except BackupError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(result.as_json(), ensure_ascii=False))
+    result = _carry_out(create_backup, dest, as_json)
+    if result is None:
         return
     m = result.manifest
     c = m.counts
@@ -87,14 +105,8 @@ def restore(
     (ZHIKU_DATABASE_URL). Every file is checked against its sha256 first. Stop the api and
     the workers of the target first."""
     settings = get_settings()
-    try:
-        with _bars(as_json) as progress:
-            result = restore_backup(settings, src, progress)
-    except BackupError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(result.as_json(), ensure_ascii=False))
+    result = _carry_out(restore_backup, src, as_json)
+    if result is None:
         return
     c = result.manifest.counts
     typer.echo(

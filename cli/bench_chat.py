@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,20 +254,16 @@ async def platform_request(
                 text = (await r.aread()).decode("utf-8", "replace")
                 s.error = f"HTTP {r.status_code}: {text[:200]}"
                 return s
-            event = ""
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:].strip()
-                elif line.startswith("data: "):
-                    now = time.perf_counter()
-                    if event == "token":
-                        first = now if first is None else first
-                        last = now
-                        pieces.append(json.loads(line[6:])["text"])
-                    elif event == "error":
-                        s.error = f"error event: {line[6:][:200]}"
-                    elif event == "done":
-                        done = json.loads(line[6:])
+            async for event, data in sse_events(r):
+                now = time.perf_counter()
+                if event == "token":
+                    first = now if first is None else first
+                    last = now
+                    pieces.append(data["text"])
+                elif event == "error":
+                    s.error = f"error event: {json.dumps(data, ensure_ascii=False)[:200]}"
+                elif event == "done":
+                    done = data
     except Exception as exc:  # any failure of a request is an error of its path
         s.error = f"{type(exc).__name__}: {exc}"
         return s
@@ -556,13 +552,29 @@ def api_server(env: dict[str, str], log: Path, timeout: float = 180.0) -> Iterat
             time.sleep(0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc, grace=30)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a process started in its own process group (SIGTERM, SIGKILL after `grace`)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of a server-sent event stream from the chat api."""
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:].strip()
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -255,13 +254,7 @@ def worker_process(
             time.sleep(0.3)
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        bench_chat.stop_group(proc, grace=60)
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -206,20 +206,15 @@ async def ask(
                 text = (await r.aread()).decode("utf-8", "replace")
                 t.error, t.detail = f"http_{r.status_code}", text[:200]
                 return t
-            event = ""
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:].strip()
-                elif line.startswith("data: "):
-                    if event == "token":
-                        first = time.perf_counter() if first is None else first
-                        pieces.append(json.loads(line[6:])["text"])
-                    elif event == "error":
-                        data = json.loads(line[6:])
-                        t.error = f"stream_{data.get('code', 'error')}"
-                        t.detail = str(data.get("message", ""))[:200]
-                    elif event == "done":
-                        done = json.loads(line[6:])
+            async for event, data in bench_chat.sse_events(r):
+                if event == "token":
+                    first = time.perf_counter() if first is None else first
+                    pieces.append(data["text"])
+                elif event == "error":
+                    t.error = f"stream_{data.get('code', 'error')}"
+                    t.detail = str(data.get("message", ""))[:200]
+                elif event == "done":
+                    done = data
     except httpx.TimeoutException as exc:
         t.error, t.detail = (
             "timeout",
