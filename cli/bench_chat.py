@@ -33,6 +33,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -577,6 +578,20 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[
             yield event, json.loads(line[6:])
 
 
+def keep_logs(root: Path, out: Path | None, prefix: str) -> list[Path]:
+    """The scratch dir goes away: copy its api and model server logs next to the result
+    (`out`'s directory, or the current one) as `<prefix>-<name>`."""
+    dest = out.parent if out else Path.cwd()
+    kept: list[Path] = []
+    for log in [root / "api.log", *sorted((root / "logs").glob("*.log"))]:
+        if log.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            target = dest / f"{prefix}-{log.name}"
+            shutil.copyfile(log, target)
+            kept.append(target)
+    return kept
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -681,6 +696,8 @@ def bench_chat(
                 results = _run(base, root, model, levels, counts, max_tokens)
         except (RuntimeError, TimeoutError, FileNotFoundError, httpx.HTTPError) as exc:
             err.print(f"bench chat failed: {exc}", style="red")
+            for kept in keep_logs(root, out, "chat"):
+                err.print(f"kept {kept}", style="yellow")
             raise typer.Exit(1) from None
     verdict = _verdict(results, levels)
     if out is not None:

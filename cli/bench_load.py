@@ -305,13 +305,13 @@ def load_chat(
                 bench_chat.main_model(base, root / "logs", False) as model,
             ):
                 result = _run(base, root, redis_url, model, streams, turns, max_tokens, timeout)
-            if result["errors"] and (root / "api.log").is_file():
-                # The scratch dir goes away: keep the api's log of a run with errors.
-                kept = (out.parent if out else Path.cwd()) / "load-chat-api.log"
-                kept.write_bytes((root / "api.log").read_bytes())
-                err.print(f"errors: the api's log is kept in {kept}", style="yellow")
+            if result["errors"]:
+                for kept in bench_chat.keep_logs(root, out, "load-chat"):
+                    err.print(f"errors: kept {kept}", style="yellow")
         except (RuntimeError, TimeoutError, FileNotFoundError, httpx.HTTPError) as exc:
             err.print(f"bench load-chat failed: {exc}", style="red")
+            for kept in bench_chat.keep_logs(root, out, "load-chat"):
+                err.print(f"kept {kept}", style="yellow")
             raise typer.Exit(1) from None
     params = {"streams": streams, "turns": turns, "max_tokens": max_tokens, "timeout": timeout}
     if out is not None:
