@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -90,10 +91,40 @@ def alembic_config(settings: Settings | None = None) -> Config:
     return cfg
 
 
+# Any constant of our own: PostgreSQL advisory locks are keyed by a 64-bit number.
+_MIGRATE_LOCK_KEY = 0x7A68696B75  # "zhiku"
+
+
+@contextmanager
+def _sqlite_migrate_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on a file next to the SQLite database, held for the migration."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        yield
+        return
+    lock_path = Path(f"{path}.migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(settings: Settings | None = None) -> None:
-    """Bring the database schema to the newest migration (idempotent)."""
+    """Bring the database schema to the newest migration (idempotent). Processes that start at
+    once on a new database (api replicas, workers) take turns: the first migrates, the others
+    then find the schema current."""
     settings = settings or get_settings()
     cfg = alembic_config(settings)
-    with get_engine(settings).begin() as conn:
+    url = settings.db_url
+    is_sqlite = url.startswith("sqlite")
+    with (
+        _sqlite_migrate_lock(url) if is_sqlite else nullcontext(),
+        get_engine(settings).begin() as conn,
+    ):
+        if not is_sqlite:  # held until this transaction ends; DDL is transactional
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlmodel import Session
 
 from core import db
@@ -12,6 +18,9 @@ from core.errors import Conflict, ZhikuError
 from core.models import DocStatus, Group, GroupMember, Permission, Role
 from core.repo import documents, libraries, tokens, users
 from core.security import verify_password
+from core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +141,36 @@ def test_claims_are_exclusive_and_expire(settings) -> None:  # type: ignore[no-u
         assert not documents.claim(s, doc.id, doc.version, "w3", lease_s=0)  # terminal
         got = documents.get(s, doc.id)
         assert got is not None and got.status == DocStatus.failed and got.reason == "bad file"
+
+
+def test_processes_starting_at_once_on_a_new_database_migrate_it_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """api replicas and workers started together on an empty database each run the migrations:
+    they take turns, and every one of them starts."""
+    env = {
+        **os.environ,
+        "ZHIKU_DATA_DIR": str(tmp_path / "data"),
+        "ZHIKU_DATABASE_URL": database_url,
+    }
+    code = "from core import db; db.migrate()"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n---\n".join(outputs)
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    try:
+        with db.get_engine(settings).connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        heads = ScriptDirectory.from_config(db.alembic_config(settings)).get_heads()
+        assert [v[0] for v in versions] == heads
+    finally:
+        db.dispose_engines()
