@@ -95,6 +95,11 @@ def environment(spec: ServerSpec) -> dict[str, str]:
         VLLM_DO_NOT_TRACK="1",
         TOKENIZERS_PARALLELISM="false",
     )
+    # Our processes cap OpenMP at one thread for tesseract (ingest.offline sets
+    # OMP_THREAD_LIMIT=1 at import, so every `zhiku` command has it). Inherited by a vLLM CPU
+    # server bound to two cores, its attention kernel waited forever for the second thread:
+    # the first answer hung, and the engine died 5 minutes later. vLLM sets its own threads.
+    env.pop("OMP_THREAD_LIMIT", None)
     if not has_gpu():
         cores = os.cpu_count() or 1
         env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_threads or env.get(

@@ -170,7 +170,9 @@ def test_environment_is_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")  # what `import ingest.offline` sets
     env = model_server.environment(SPEC)
+    assert "OMP_THREAD_LIMIT" not in env  # with it, a 2-core CPU server hung on its 1st answer
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK", "VLLM_NO_USAGE_STATS"):
         assert env[name] == "1"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == f"0-{(os.cpu_count() or 1) - 1}"
