@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -92,6 +93,17 @@ def _install_tesseract_timeout() -> None:
 
     run_tesseract._zhiku_timeout = True  # type: ignore[attr-defined]
     pt.run_tesseract = run_tesseract
+
+    # One OpenMP thread per tesseract process (it takes every core by default, and pages run
+    # in parallel workers); only its own environment, not this process's (ingest.offline).
+    original_args = pt.subprocess_args
+
+    def subprocess_args(include_stdout: bool = True) -> dict[str, Any]:
+        kwargs: dict[str, Any] = original_args(include_stdout)
+        kwargs["env"] = {**kwargs.get("env", os.environ), "OMP_THREAD_LIMIT": "1"}
+        return kwargs
+
+    pt.subprocess_args = subprocess_args
 
 
 def _prepare(image: Any) -> Any:

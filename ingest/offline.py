@@ -33,9 +33,12 @@ _ENV_DEFAULTS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
-    # tesseract spawns one OpenMP thread per core by default; unstructured sets this too, but
-    # only when its OCR module is imported.
-    "OMP_THREAD_LIMIT": "1",
+    # unstructured's OCR module sets OMP_THREAD_LIMIT=1 in this process when it is imported
+    # (for tesseract) unless it is set. OpenMP reads it when a library first loads it, so torch
+    # and FAISS here would compute on one core (measured: a matmul 1.5x slower on 2 cores, and
+    # a vLLM server started by a `zhiku` command hung). All cores is no cap; tesseract gets its
+    # limit of 1 per call (ingest.ocr).
+    "OMP_THREAD_LIMIT": str(os.cpu_count() or 1),
 }
 # Values that must not be left to the environment: an empty DO_NOT_TRACK means "track".
 _ENV_FORCED = ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
